@@ -109,6 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--weights", help="local weights file or folder for the model's encoder")
     search.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
 
+    align = commands.add_parser("align", help="train a text tower for an image-only CNN and register it as a model")
+    align.add_argument("--index", type=Path, required=True, help="corpus folder of indexes holding the CNN's index, e.g. indexes/wikiart-baroque-rococo")
+    align.add_argument("--image-model", default="effnet-lite0", help="image-only model whose index is aligned (default: effnet-lite0)")
+    align.add_argument("--text-model", default="minilm", help="sentence encoder (default: minilm)")
+    align.add_argument("--text-field", choices=("title", "description", "title+description"), default="title", help="text paired with each painting (default: title)")
+    align.add_argument("--head", choices=("linear", "mlp"), default="linear", help="projection head (default: linear)")
+    align.add_argument("--projection-dim", type=int, default=256, help="dimension of the shared space (default: 256)")
+    align.add_argument("--max-epochs", type=int, default=200, help="upper bound on training epochs (default: 200)")
+    align.add_argument("--seed", type=int, default=0, help="seed of training (default: 0)")
+    align.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split shared by all models (default: 0)")
+    align.add_argument("--resplit", action="store_true", help="replace an existing text split made with other settings")
+
+    build = commands.add_parser("build", help="run the whole job: embed, align, embed the aligned models, evaluate, project")
+    add_corpus_options(build)
+    build.add_argument("--models", type=_comma_list, default=["effnet-lite0"], help="models to embed (default: effnet-lite0)")
+    build.add_argument("--align", type=_comma_list, default=[], metavar="CNN+TEXT", help="aligned models to train and embed, e.g. effnet-lite0+minilm")
+    build.add_argument("--out", type=Path, default=Path("indexes"), help="folder of indexes (default: indexes/)")
+    build.add_argument("--results", type=Path, default=Path("results"), help="folder of results (default: results/)")
+    build.add_argument("--weights", action="append", type=_key_value, default=[], metavar="MODEL=PATH", help="local weights file or folder for a model (repeatable)")
+    build.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding processes (default: up to 4)")
+    build.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    build.add_argument("--seed", type=int, default=0, help="seed of training, bootstrap and UMAP (default: 0)")
+
     evaluate = commands.add_parser("evaluate", help="measure H1 structure, H2 retrieval gap and H3 texture bias")
     evaluate.add_argument("--indexes", type=Path, default=Path("indexes"), help="indexes root or one corpus folder (default: indexes/)")
     evaluate.add_argument("--out", type=Path, default=Path("results"), help="results root; tables go to <out>/<corpus>/ (default: results/)")
@@ -172,13 +195,14 @@ def run_search_command(args: argparse.Namespace) -> int:
     from core.encoders import create_encoder
     from core.images import load_image
     from core.index import load_model_index
-    from core.search import Searcher
+    from core.search import Searcher, check_encoder_matches
 
     model_index = load_model_index(args.index / args.model)
     if args.corpus_id:
         result = Searcher(model_index).by_id(args.corpus_id, args.k)
     else:
         encoder = create_encoder(model_index.model, weights=args.weights, resize_mode=model_index.manifest["preprocess"]["resize_mode"])
+        check_encoder_matches(encoder, model_index.manifest)
         searcher = Searcher(model_index, encoder)
         result = searcher.by_text(args.text, args.k) if args.text else searcher.by_image(load_image(args.image), args.k)
     columns = ["rank", "score", "type", "artist", "title", "id"]
@@ -192,6 +216,65 @@ def run_models_command(args: argparse.Namespace) -> int:
 
     for name in list_models():
         print(name)
+    return 0
+
+
+def run_align_command(args: argparse.Namespace) -> int:
+    from core.align import AlignConfig, train_text_tower
+
+    config = AlignConfig(
+        text_field=args.text_field,
+        head=args.head,
+        projection_dim=args.projection_dim,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        split_seed=args.split_seed,
+        resplit=args.resplit,
+    )
+    result = train_text_tower(args.index, args.image_model, args.text_model, config)
+    print(f"{result.model_name}: best epoch {result.best_epoch} of {len(result.history)} -> {result.model_dir}")
+    print(f"Pairs: {result.n_pairs}; split: {result.split_path}")
+    for name, score in (("val", result.val), ("test", result.test)):
+        print(
+            f"{name}: text->image R@10 {score.recall_at_10:.3f} (random {score.recall_at_10_random:.3f}), "
+            f"MedR {score.median_rank:.0f} (random {score.median_rank_random:.0f}) over {score.pool_size} paintings"
+        )
+    print(f"Index it with: python -m core embed --corpus CORPUS --models {result.model_name}")
+    return 0
+
+
+def run_build_command(args: argparse.Namespace) -> int:
+    """Run every stage in order, each through its own command, so the log reads like the README."""
+    from core.encoders.aligned import split_aligned_name
+
+    corpus = load_corpus_from_args(args)
+    corpus_args = [
+        "--corpus", str(args.corpus), "--name", corpus.name, "--class-attribute", args.class_attribute,
+        *(["--layout", args.layout] if args.layout else []),
+        *(["--manifest", args.manifest] if args.manifest else []),
+        *(["--encoding", args.encoding] if args.encoding else []),
+        *(["--derive-timeframe"] if args.derive_timeframe else []),
+        *[item for key, value in args.column for item in ("--column", f"{key}={value}")],
+    ]
+    weights = [item for key, value in args.weights for item in ("--weights", f"{key}={value}")]
+    common = ["--out", str(args.out), "--workers", str(args.workers), "--device", args.device, *weights]
+    corpus_dir = args.out / corpus.name
+    cnn_models = list(dict.fromkeys([*args.models, *(split_aligned_name(name)[0] for name in args.align)]))
+    stages = [["embed", *corpus_args, "--models", ",".join(cnn_models), *common]]
+    for name in args.align:
+        image_model, text_model = split_aligned_name(name)
+        stages.append(["align", "--index", str(corpus_dir), "--image-model", image_model, "--text-model", text_model, "--seed", str(args.seed)])
+    if args.align:
+        stages.append(["embed", *corpus_args, "--models", ",".join(args.align), *common])
+    stages.append(["evaluate", "--indexes", str(corpus_dir), "--out", str(args.results), "--seed", str(args.seed), *weights])
+    stages.append(["project", "--indexes", str(corpus_dir), "--out", str(args.results), "--seed", str(args.seed)])
+    for stage in stages:
+        started = time.perf_counter()
+        print(f"\n$ python -m core {' '.join(stage)}", flush=True)
+        parsed = build_parser().parse_args(stage)
+        COMMANDS[parsed.command](parsed)
+        logger.info("Stage %s finished in %.1f s", stage[0], time.perf_counter() - started)
+    print(f"\nDone. Start the app with: streamlit run app.py")
     return 0
 
 
@@ -256,6 +339,8 @@ def run_report_command(args: argparse.Namespace) -> int:
 COMMANDS = {
     "embed": run_embed_command,
     "search": run_search_command,
+    "align": run_align_command,
+    "build": run_build_command,
     "evaluate": run_evaluate_command,
     "project": run_project_command,
     "report": run_report_command,

@@ -139,7 +139,9 @@ class VectorCache:
 
 
 def cache_folder(out: Path, encoder: Encoder) -> Path:
-    return Path(out) / CACHE_DIR / f"{encoder.name.replace('/', '_').replace(':', '_')}-{encoder.fingerprint[:16]}"
+    """Return the cache folder of an encoder; CUDA autocast vectors are kept apart from CPU ones."""
+    suffix = "-cuda" if encoder.device.type == "cuda" else ""
+    return Path(out) / CACHE_DIR / f"{_folder_name(encoder.name)}-{encoder.fingerprint[:16]}{suffix}"
 
 
 def encode_missing(

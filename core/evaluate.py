@@ -34,6 +34,7 @@ from core.metrics import (
 )
 from core.metrics.texture import PERTURBATIONS, perturb, texture_metrics, texture_table
 from core.results import write_table
+from core.search import check_encoder_matches
 from core.types import TypeSplit, load_split
 
 logger = logging.getLogger(__name__)
@@ -258,7 +259,9 @@ def load_models(corpus_dir: Path, config: EvaluateConfig) -> list[ModelData]:
             data.encoder = create_encoder(
                 name, weights=config.weights.get(name), device=config.device, resize_mode=index.manifest["preprocess"]["resize_mode"]
             )
+            check_encoder_matches(data.encoder, index.manifest)
         except (OSError, ValueError, RuntimeError) as error:
+            data.encoder = None
             data.encoder_error = str(error)
             logger.error("Model %s: encoder unavailable, so its text and texture metrics are left out: %s", name, error)
         models.append(data)

@@ -26,6 +26,18 @@ class SearchResult:
     hits: pd.DataFrame  # rank, score and the RESULT_COLUMNS, best first
 
 
+def check_encoder_matches(encoder: Encoder, manifest: dict) -> None:
+    """Raise when an encoder's weights differ from those the index was built with."""
+    built = manifest.get("weights", {}).get("sha256", "")
+    if built and encoder.weights_sha256 and built != encoder.weights_sha256:
+        raise ValueError(
+            f"Model {manifest['model']!r}: the loaded weights ({encoder.weights_sha256[:12]}, from "
+            f"{encoder.weights_source}) differ from those the index was built with ({built[:12]}, from "
+            f"{manifest['weights'].get('source')}). Pass the same weights with --weights {manifest['model']}=PATH, "
+            "or rebuild the index."
+        )
+
+
 class Searcher:
     """Answers queries against one model's index; the encoder is only needed for images and texts."""
 
