@@ -120,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--seed", type=int, default=0, help="seed of training (default: 0)")
     align.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split shared by all models (default: 0)")
     align.add_argument("--resplit", action="store_true", help="replace an existing text split made with other settings")
+    align.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW learning rate (default: 0.0001)")
+    align.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default: 0.1)")
+    align.add_argument("--patience", type=int, default=10, help="epochs without a better validation score before stopping (default: 10)")
+    align.add_argument("--early-stopping", choices=("val_loss", "val_r10"), default="val_loss", help="validation score that picks the best epoch (default: val_loss)")
+    align.add_argument("--hidden-dim", type=int, default=512, help="hidden width of the mlp head (default: 512)")
+    align.add_argument("--batch-size", type=int, default=256, help="pairs per step (default: 256)")
+    align.add_argument("--models-dir", type=Path, help="folder of trained models (default: $SEMGAP_MODELS or indexes/.models)")
 
     build = commands.add_parser("build", help="run the whole job: embed, align, embed the aligned models, evaluate, project")
     add_corpus_options(build)
@@ -185,7 +192,11 @@ def run_embed_command(args: argparse.Namespace) -> int:
     for run in runs:
         timings = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in run.timings_s.items())
         where = f" -> {run.index_dir}" if run.index_dir else " (shard: vectors cached, no index)"
-        print(f"{run.model}: {run.encoded} encoded, {run.cached} from cache, {len(run.failed)} skipped; {timings}{where}")
+        embedded = f"{run.embedded} embedded (" if config.shard is None else "("
+        print(
+            f"{run.model}: {embedded}{run.encoded} encoded, {run.cached} from cache, {run.copies} byte-identical copies), "
+            f"{len(run.failed)} skipped; {timings}{where}"
+        )
     if config.shard is None:
         print(f"Report: {config.out / corpus.name / 'validation.md'}")
     return 0
@@ -230,6 +241,13 @@ def run_align_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         split_seed=args.split_seed,
         resplit=args.resplit,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        patience=args.patience,
+        early_stopping=args.early_stopping,
+        hidden_dim=args.hidden_dim,
+        batch_size=args.batch_size,
+        models_dir=args.models_dir,
     )
     result = train_text_tower(args.index, args.image_model, args.text_model, config)
     print(f"{result.model_name}: best epoch {result.best_epoch} of {len(result.history)} -> {result.model_dir}")

@@ -53,7 +53,9 @@ class ModelRun:
     """What one model's run did, for the summary."""
 
     model: str
+    embedded: int = 0  # rows in the written index
     encoded: int = 0  # images sent through the model in this run
+    copies: int = 0  # rows byte-identical to another row, which share its vector
     cached: int = 0  # images whose vectors came from the cache
     failed: dict[str, str] = field(default_factory=dict)  # corpus id -> reason the image was skipped
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -153,6 +155,7 @@ def encode_missing(
         if sha256 not in cache and sha256 not in todo:
             todo[sha256] = row  # byte-identical files are encoded once
     run.cached = sum(1 for sha256 in hashes if sha256 in cache)
+    run.copies = len(hashes) - run.cached - len(todo)
     if not todo:
         return {}
     rows = list(todo.values())
@@ -182,6 +185,25 @@ def encode_missing(
     return failures
 
 
+def encode_through_base(
+    encoder: Encoder, base: Encoder, paths: list[str], hashes: list[str], cache: VectorCache, config: EmbedConfig, run: ModelRun
+) -> dict[int, str]:
+    """Fill the cache of a model built on another one (a CNN with a trained text tower).
+
+    The base model's vectors come from its own cache, encoding only what is missing there, and
+    are projected by the model's head, so aligning a CNN never encodes the corpus twice.
+    """
+    base_cache = VectorCache(cache_folder(config.out, base))
+    failures = encode_missing(base, paths, hashes, base_cache, config, run)
+    missing = [sha256 for sha256 in dict.fromkeys(hashes) if sha256 not in cache and sha256 in base_cache]
+    for start in range(0, len(missing), config.chunk_size):
+        chunk = missing[start : start + config.chunk_size]
+        features = torch.from_numpy(np.stack([base_cache.vectors[sha256] for sha256 in chunk]))  # (B, base dim)
+        cache.add(chunk, encoder.project_image_features(features).numpy().astype(np.float32))
+        cache.flush()
+    return failures
+
+
 def in_shard(corpus_id: str, shard: tuple[int, int]) -> bool:
     """Assign ids to shards by a stable hash, so every machine agrees without coordination."""
     index, count = shard
@@ -207,7 +229,11 @@ def embed_model(
 
     started = time.perf_counter()
     cache = VectorCache(cache_folder(config.out, encoder))
-    failures = encode_missing(encoder, paths, row_hashes, cache, config, run)
+    base = getattr(encoder, "image_encoder", None) if hasattr(encoder, "project_image_features") else None
+    if base is None:
+        failures = encode_missing(encoder, paths, row_hashes, cache, config, run)
+    else:
+        failures = encode_through_base(encoder, base, paths, row_hashes, cache, config, run)
     run.timings_s["encode"] = time.perf_counter() - started
     for position, reason in failures.items():
         run.failed[table["id"].iat[rows[position]]] = reason
@@ -222,6 +248,7 @@ def embed_model(
 
     started = time.perf_counter()
     keep = [row for row in rows if table["id"].iat[row] not in run.failed]
+    run.embedded = len(keep)
     embeddings = np.stack([cache.vectors[hashes[row]] for row in keep]).astype(np.float32)  # (n, d)
     manifest = {
         "model": encoder.name,

@@ -27,6 +27,8 @@ from core.encoders.weights import env_var_name
 EncoderFactory = Callable[..., Encoder]
 
 OPEN_CLIP_PREFIX = "open_clip:"
+# Separates the CNN from the text model in an aligned model name, e.g. effnet-lite0+minilm.
+ALIGNED_SEPARATOR = "+"
 OPEN_CLIP_FORM = "open_clip:<ARCH>/<pretrained tag>"
 _FACTORIES: dict[str, EncoderFactory] = {}
 
@@ -51,8 +53,13 @@ def register_model(name: str, *, replace: bool = False) -> Callable[[EncoderFact
 
 
 def list_models() -> list[str]:
-    """Return the registered model names, sorted. open_clip models, created by the open_clip form, are not listed."""
-    return sorted(_FACTORIES)
+    """Return the registered and trained aligned model names, sorted.
+
+    open_clip models, created by the open_clip form, are not listed.
+    """
+    from core.encoders.aligned import find_aligned_models
+
+    return sorted({*_FACTORIES, *find_aligned_models()})
 
 
 def create_encoder(
@@ -70,6 +77,12 @@ def create_encoder(
     check_resize_mode(resize_mode)
     if name.startswith(OPEN_CLIP_PREFIX):
         return _create_open_clip(name, weights, device, resize_mode, **options)
+    if name not in _FACTORIES and ALIGNED_SEPARATOR in name:
+        # A CNN with a text tower trained by `python -m core align`, loaded from its model folder.
+        from core.encoders.aligned import load_aligned_encoder
+
+        _check_options(name, options)
+        return load_aligned_encoder(name, device=device, resize_mode=resize_mode, folder=weights)
     if name not in _FACTORIES:
         raise ValueError(
             f"Unknown model {name!r}. Valid models: {', '.join(list_models())}, "

@@ -123,7 +123,8 @@ class TextTowerMissingError(RuntimeError):
     def __init__(self, model: str):
         super().__init__(
             f"Model {model!r} has no text tower, so it answers image queries only. Use a CLIP model "
-            f"or train a text tower with `python -m core align --model {model}`."
+            f"or train a text tower with `python -m core align --index indexes/<corpus> --image-model {model} "
+            "--text-model minilm`."
         )
         self.model = model
 
