@@ -210,12 +210,28 @@ def evaluate_texture(data: ModelData, labels: pd.DataFrame, config: EvaluateConf
     mean, std = data.encoder.preprocess_config.mean, data.encoder.preprocess_config.std
     results = {}
     for name in tqdm(PERTURBATIONS, desc=f"H3 {data.name}", unit="perturbation", leave=False):
-        generator = torch.Generator().manual_seed(config.seed)
-        perturbed = perturb(batch, name, generator, mean=mean, std=std)
-        X_pert = torch.cat([data.encoder.encode_images(chunk) for chunk in perturbed.split(32)]).numpy()
+        X_pert = encode_perturbed(data.encoder, batch, tuple(kept), name, mean, std, config.seed)
         results[name] = texture_metrics(X[kept], X_pert, X, kept, labels["type"].to_numpy(dtype=object))
     table = texture_table(results, split=config.split, n_boot=config.n_boot, seed=config.seed)
     return with_footer(table, data.footer)
+
+
+# Perturbed-image embeddings by (encoder fingerprint, sample rows, perturbation, seed), so that a
+# model built on a CNN (effnet-lite0+minilm) projects the CNN's vectors instead of encoding again.
+_PERTURBED_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def encode_perturbed(encoder: Encoder, batch: torch.Tensor, rows: tuple, name: str, mean, std, seed: int) -> np.ndarray:
+    """Return (s, d) embeddings of the perturbed batch; the seed fixes every random perturbation."""
+    base = getattr(encoder, "image_encoder", None) if hasattr(encoder, "project_image_features") else None
+    if base is not None:
+        features = torch.from_numpy(encode_perturbed(base, batch, rows, name, mean, std, seed))
+        return encoder.project_image_features(features).numpy()
+    key = (encoder.fingerprint, rows, name, seed)
+    if key not in _PERTURBED_CACHE:
+        perturbed = perturb(batch, name, torch.Generator().manual_seed(seed), mean=mean, std=std)
+        _PERTURBED_CACHE[key] = torch.cat([encoder.encode_images(chunk) for chunk in perturbed.split(32)]).numpy()
+    return _PERTURBED_CACHE[key]
 
 
 def paired_tables(per_query: dict[str, dict[str, pd.DataFrame]], config: EvaluateConfig) -> pd.DataFrame:

@@ -128,3 +128,38 @@ def test_report_prints_every_section(corpus_dir, tmp_path, capsys):
 def test_report_without_results_names_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m core evaluate"):
         build_report(tmp_path)
+
+
+def test_texture_table_with_registered_encoder(tmp_path):
+    from PIL import Image
+
+    from core.encoders import register_model
+    from tests.test_embed import FakeEncoder
+
+    X, metadata = clustered_corpus(40)
+    rng = np.random.default_rng(3)
+    for i, path in enumerate(metadata["image_path"]):
+        metadata.loc[i, "image_path"] = str(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, size=(16, 16, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    encoder = FakeEncoder("fake-texture")
+    register_model("fake-texture", replace=True)(lambda **kwargs: encoder)
+    from core.images import load_image
+
+    X = np.concatenate([encoder.encode_images(encoder.preprocess(load_image(p))[None]).numpy() for p in metadata["image_path"]])
+    manifest = {
+        "model": "fake-texture",
+        "weights": {"source": "test", "sha256": encoder.weights_sha256},
+        "preprocess": {"resize_mode": "center_crop"},
+        "has_text_tower": False,
+        "corpus": {"name": "toy", "root": str(tmp_path), "fingerprint": "c" * 64},
+    }
+    write_model_index(tmp_path / "indexes" / "toy" / "fake-texture", X, metadata, manifest)
+    evaluate_corpus(tmp_path / "indexes" / "toy", tmp_path / "results", EvaluateConfig(n_boot=20, texture_sample=12))
+    h3 = pd.read_parquet(tmp_path / "results" / "h3_texture.parquet")
+    assert set(h3["perturbation"]) == {"shuffle2", "shuffle4", "shuffle8", "grayscale", "blur", "shuffle_mean"}
+    reliance = h3[(h3["type"] == "all") & (h3["perturbation"] == "shuffle_mean") & (h3["metric"] == "cosine")]
+    assert reliance["n"].iat[0] == 12
+    # Quadrant mean colours survive a 2x2 patch shuffle only as a permutation, so cosine stays high but below 1.
+    assert 0.5 < reliance["value"].iat[0] <= 1.0
+    summary = json.loads((tmp_path / "results" / "summary_fake-texture.json").read_text())
+    assert summary["h3_texture_reliance"] == pytest.approx(reliance["value"].iat[0])
