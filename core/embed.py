@@ -50,7 +50,7 @@ class EmbedConfig:
 
 @dataclass
 class ModelRun:
-    """What one model's run did, for the summary."""
+    """Counts and timings of one model's run, for the summary."""
 
     model: str
     embedded: int = 0  # rows in the written index

@@ -206,7 +206,7 @@ def evaluate_texture(data: ModelData, labels: pd.DataFrame, config: EvaluateConf
         except (ImageDecodeError, OSError) as error:
             logger.warning("H3 sample: skipped %s: %s", metadata["id"].iat[row], error)
     batch = torch.stack(tensors)  # (s, 3, H, W), normalised by the model's mean and std
-    kept = np.array(kept)
+    kept = np.array(kept)  # sampled rows whose image decoded
     mean, std = data.encoder.preprocess_config.mean, data.encoder.preprocess_config.std
     results = {}
     for name in tqdm(PERTURBATIONS, desc=f"H3 {data.name}", unit="perturbation", leave=False):

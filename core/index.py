@@ -28,7 +28,7 @@ MANIFEST_FILE = "manifest.json"
 INDEX_TYPES = ("flat", "ivf", "hnsw", "auto")
 
 # With index type "auto", corpora up to this many vectors get an exact IndexFlatIP.
-# Above it an IVF index answers queries faster at a small recall cost.
+# Above it an IVF index searches faster at a small recall cost.
 AUTO_FLAT_MAX = 200_000
 AUTO_IVF_MAX = 5_000_000
 
@@ -39,7 +39,7 @@ class StaleIndexError(RuntimeError):
 
 @dataclass
 class IndexConfig:
-    """Which FAISS index to build over the embeddings."""
+    """The FAISS index type and its parameters."""
 
     kind: str = "flat"  # one of INDEX_TYPES; "auto" picks by corpus size
     nlist: int | None = None  # IVF lists; default 4 * sqrt(n)

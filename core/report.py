@@ -27,7 +27,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def footer(table: pd.DataFrame) -> str:
-    """One line naming model, weights checksum, label set, n and seed of the rows shown."""
+    """Return one line naming model, weights checksum, label set, n and seed of the rows shown."""
     parts = []
     for model, rows in table.groupby("model", sort=True):
         parts.append(f"{model} (weights {str(rows['weights_sha256'].iat[0])[:12]})")

@@ -39,7 +39,7 @@ def check_encoder_matches(encoder: Encoder, manifest: dict) -> None:
 
 
 class Searcher:
-    """Answers queries against one model's index; the encoder is only needed for images and texts."""
+    """Searches one model's index; the encoder is needed only for image and text queries."""
 
     def __init__(self, model_index: ModelIndex, encoder: Encoder | None = None):
         self.model_index = model_index
@@ -109,7 +109,7 @@ class Searcher:
     def _require_encoder(self) -> Encoder:
         if self.encoder is None:
             raise RuntimeError(
-                f"Model {self.model!r} was loaded without its encoder, so it answers corpus-id queries only."
+                f"Model {self.model!r} was loaded without its encoder, so it supports corpus-id queries only."
             )
         return self.encoder
 
