@@ -8,6 +8,10 @@ import pytest
 
 DATA_ENV = "SEMGAP_DATA"
 
+# Tests never download weights, also when run by hand on a machine that is online.
+os.environ.setdefault("SEMGAP_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 
 @pytest.fixture(scope="session")
 def semgap_data() -> Path:
