@@ -25,6 +25,7 @@ from core.images import ImageDecodeError, load_image
 from core.index import ModelIndex, load_corpus_indexes, write_json_atomic
 from core.metrics import (
     aggregate_by_type,
+    bootstrap_ci,
     image_to_image,
     image_to_text,
     paired_difference,
@@ -213,7 +214,25 @@ def evaluate_texture(data: ModelData, labels: pd.DataFrame, config: EvaluateConf
         X_pert = encode_perturbed(data.encoder, batch, tuple(kept), name, mean, std, config.seed)
         results[name] = texture_metrics(X[kept], X_pert, X, kept, labels["type"].to_numpy(dtype=object))
     table = texture_table(results, split=config.split, n_boot=config.n_boot, seed=config.seed)
+    table = pd.concat([table, random_pair_rows(X, kept, config)], ignore_index=True)
     return with_footer(table, data.footer)
+
+
+def random_pair_rows(X: np.ndarray, rows: np.ndarray, config: EvaluateConfig) -> pd.DataFrame:
+    """Return the cosine between each sampled painting and a random other one, as a floor for H3.
+
+    Embedding spaces differ in how close unrelated images sit, so a perturbation cosine means
+    little without this baseline: reliance on texture is the distance above it.
+    """
+    rng = np.random.default_rng(config.seed + 1)
+    others = rng.integers(0, len(X) - 1, size=len(rows))
+    others = others + (others >= rows)  # skip the painting itself
+    cosine = np.einsum("sd,sd->s", np.asarray(X[rows], dtype=np.float64), np.asarray(X[others], dtype=np.float64))
+    interval = bootstrap_ci(cosine, n_boot=config.n_boot, seed=config.seed)
+    return pd.DataFrame(
+        [{"type": "all", "perturbation": "random_pair", "metric": "cosine", "value": interval.value,
+          "ci_low": interval.low, "ci_high": interval.high, "n": len(rows)}]
+    )
 
 
 # Perturbed-image embeddings by (encoder fingerprint, sample rows, perturbation, seed), so that a

@@ -120,6 +120,10 @@ def h2_text_table(h2: pd.DataFrame) -> str:
             row = {"task": task, "model": model, "group": group}
             for name, metric in metrics.items():
                 row[name] = _interval(metric.value, metric.ci_low, metric.ci_high, 2)
+            for name in ("medr", "r@10"):
+                if name in metrics and np.isfinite(metrics[name].baseline):
+                    row[f"{name} random"] = f"{metrics[name].baseline:.2f}"
+            row["n"] = int(rows_of_group["n"].iloc[0])
             rows.append(row)
     if not rows:
         return ""
@@ -128,17 +132,21 @@ def h2_text_table(h2: pd.DataFrame) -> str:
 
 def h3_section(h3: pd.DataFrame) -> str:
     part = h3[(h3["metric"] == "cosine") & (h3["type"].isin(["all", "additive", "narrative"]))]
+    part = part[part["perturbation"] != "random_pair"]
+    floor = h3[h3["perturbation"] == "random_pair"].set_index("model")["value"]
     rows = []
     for (model, group), rows_of_group in part.groupby(["model", "type"], sort=True):
         row = {"model": model, "type": group}
         for _, metric in rows_of_group.iterrows():
             row[metric["perturbation"]] = _interval(metric["value"], metric["ci_low"], metric["ci_high"], 2)
+        row["random pair"] = f"{floor[model]:.2f}" if model in floor.index else "n/a"
         row["n"] = int(rows_of_group["n"].iloc[0])
         rows.append(row)
     return (
         "## H3: texture reliance\n\n"
         "Cosine between each sampled painting and its perturbed copy. `shuffle_mean` (patch shuffles "
-        "2x2, 4x4, 8x8) is the texture reliance: high means the embedding ignores layout.\n\n"
+        "2x2, 4x4, 8x8) is the texture reliance: high means the embedding ignores layout. `random pair` is "
+        "the cosine between a painting and a random other one, the floor of every column.\n\n"
         f"{markdown_table(pd.DataFrame(rows).fillna(''))}\n\n{footer(h3)}\n"
     )
 

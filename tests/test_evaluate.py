@@ -156,7 +156,7 @@ def test_texture_table_with_registered_encoder(tmp_path):
     write_model_index(tmp_path / "indexes" / "toy" / "fake-texture", X, metadata, manifest)
     evaluate_corpus(tmp_path / "indexes" / "toy", tmp_path / "results", EvaluateConfig(n_boot=20, texture_sample=12))
     h3 = pd.read_parquet(tmp_path / "results" / "h3_texture.parquet")
-    assert set(h3["perturbation"]) == {"shuffle2", "shuffle4", "shuffle8", "grayscale", "blur", "shuffle_mean"}
+    assert set(h3["perturbation"]) == {"shuffle2", "shuffle4", "shuffle8", "grayscale", "blur", "shuffle_mean", "random_pair"}
     reliance = h3[(h3["type"] == "all") & (h3["perturbation"] == "shuffle_mean") & (h3["metric"] == "cosine")]
     assert reliance["n"].iat[0] == 12
     # Quadrant mean colours survive a 2x2 patch shuffle only as a permutation, so cosine stays high but below 1.
