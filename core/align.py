@@ -82,7 +82,7 @@ class AlignConfig:
     val_fraction: float = 0.1  # share of the train split held out for early stopping
     max_group_share: float = 0.5  # largest artist+title group allowed before the artist-only fallback
     resplit: bool = False  # replace an existing text_split.parquet made with other settings
-    models_dir: Path | None = None  # parent of the model folder. None means $SEMGAP_MODELS, else indexes/.models
+    models_dir: Path | None = None  # parent of the model folder. None means $SEMGAP_MODELS, else <indexes root>/.models
     device: str = "cpu"  # torch device of the heads during training
     threads: int | None = 1  # torch CPU threads while training, restored afterwards. None keeps torch's setting
 
@@ -611,7 +611,7 @@ def _train_text_tower(corpus_dir: Path, image_model: str, text_model: str, confi
         "train_seconds": round(time.perf_counter() - started, 1),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    models_dir = Path(config.models_dir) if config.models_dir is not None else default_models_dir()
+    models_dir = Path(config.models_dir) if config.models_dir is not None else default_models_dir(corpus_dir.parent)
     model_dir = save_aligned_model(models_dir / name, heads, record)
     return AlignResult(name, model_dir, history, best_epoch, val_score, test_score, corpus_dir / SPLIT_FILE, n_pairs)
 

@@ -203,7 +203,7 @@ def run_embed_command(args: argparse.Namespace) -> int:
 
 
 def run_search_command(args: argparse.Namespace) -> int:
-    from core.encoders import create_encoder
+    from core.encoders import create_encoder, default_weights
     from core.images import load_image
     from core.index import load_model_index
     from core.search import Searcher, check_encoder_matches
@@ -212,7 +212,8 @@ def run_search_command(args: argparse.Namespace) -> int:
     if args.corpus_id:
         result = Searcher(model_index).by_id(args.corpus_id, args.k)
     else:
-        encoder = create_encoder(model_index.model, weights=args.weights, resize_mode=model_index.manifest["preprocess"]["resize_mode"])
+        weights = args.weights or default_weights(model_index.model, args.index.parent)
+        encoder = create_encoder(model_index.model, weights=weights, resize_mode=model_index.manifest["preprocess"]["resize_mode"])
         check_encoder_matches(encoder, model_index.manifest)
         searcher = Searcher(model_index, encoder)
         result = searcher.by_text(args.text, args.k) if args.text else searcher.by_image(load_image(args.image), args.k)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from core.corpus import Corpus, corpus_fingerprint
-from core.encoders import create_encoder
+from core.encoders import create_encoder, default_weights
 from core.encoders.base import Encoder
 from core.images import DEFAULT_MAX_MEGAPIXELS, ImageDecodeError, file_sha256, load_image
 from core.index import IndexConfig, write_json_atomic, write_model_index, write_text_atomic
@@ -217,7 +217,8 @@ def embed_model(
     run = ModelRun(model)
     started = time.perf_counter()
     device = resolve_device(config.device)
-    encoder = create_encoder(model, weights=config.weights.get(model), device=device, resize_mode=config.resize_mode)
+    weights = config.weights.get(model) or default_weights(model, config.out)
+    encoder = create_encoder(model, weights=weights, device=device, resize_mode=config.resize_mode)
     run.timings_s["load_model"] = time.perf_counter() - started
 
     table = corpus.table

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.corpus import timeframe_from_year
-from core.encoders import create_encoder
+from core.encoders import create_encoder, default_weights
 from core.encoders.base import Encoder
 from core.images import ImageDecodeError, load_image
 from core.index import ModelIndex, load_corpus_indexes, write_json_atomic
@@ -292,7 +292,10 @@ def load_models(corpus_dir: Path, config: EvaluateConfig) -> list[ModelData]:
         data = ModelData(name, index, footer)
         try:
             data.encoder = create_encoder(
-                name, weights=config.weights.get(name), device=config.device, resize_mode=index.manifest["preprocess"]["resize_mode"]
+                name,
+                weights=config.weights.get(name) or default_weights(name, Path(corpus_dir).parent),
+                device=config.device,
+                resize_mode=index.manifest["preprocess"]["resize_mode"],
             )
             check_encoder_matches(data.encoder, index.manifest)
         except (OSError, ValueError, RuntimeError) as error:

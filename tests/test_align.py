@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.encoders import default_weights
 from core.align import (
     EXCLUDED,
     SPLIT_FILE,
@@ -430,3 +431,12 @@ def test_models_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (tmp_path / "x+y" / "config.json").write_text("{}")
     (tmp_path / "x+y" / "heads.pt").write_bytes(b"")
     assert find_aligned_models() == ["x+y"]
+
+
+def test_model_saved_beside_its_indexes(synthetic, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("SEMGAP_MODELS", raising=False)
+    result = train(synthetic, models_dir=None)
+    indexes_root = synthetic["corpus_dir"].parent
+    assert result.model_dir == indexes_root / ".models" / NAME
+    assert default_weights(NAME, indexes_root) == result.model_dir
+    assert default_weights(NAME, indexes_root.parent) is None

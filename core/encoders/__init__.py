@@ -8,6 +8,7 @@ Families are imported only when one of their models is created, so importing the
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -60,6 +61,19 @@ def list_models() -> list[str]:
     from core.encoders.aligned import find_aligned_models
 
     return sorted({*_FACTORIES, *find_aligned_models()})
+
+
+def default_weights(name: str, indexes_root: str | os.PathLike) -> Path | None:
+    """Return the trained folder of an aligned model under an indexes root, or None.
+
+    Other models find their weights through `create_encoder`'s own search, so they get None.
+    """
+    if name in _FACTORIES or ALIGNED_SEPARATOR not in name:
+        return None
+    from core.encoders.aligned import default_models_dir
+
+    folder = default_models_dir(indexes_root) / name
+    return folder if folder.is_dir() else None
 
 
 def create_encoder(

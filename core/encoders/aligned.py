@@ -38,9 +38,15 @@ class AlignedModelNotFoundError(FileNotFoundError):
     """No trained text tower exists for an aligned model name."""
 
 
-def default_models_dir() -> Path:
-    """Return the folder of trained aligned models: $SEMGAP_MODELS, else indexes/.models."""
-    return Path(os.environ.get(MODELS_ENV) or DEFAULT_MODELS_DIR)
+def default_models_dir(indexes_root: str | os.PathLike | None = None) -> Path:
+    """Return the folder of trained aligned models: $SEMGAP_MODELS, else <indexes root>/.models.
+
+    Models live beside the indexes they were trained on, so a build into another indexes folder
+    never replaces the models of this one.
+    """
+    if os.environ.get(MODELS_ENV):
+        return Path(os.environ[MODELS_ENV])
+    return Path(indexes_root) / ".models" if indexes_root is not None else DEFAULT_MODELS_DIR
 
 
 def aligned_name(image_model: str, text_model: str) -> str:
