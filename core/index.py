@@ -43,7 +43,8 @@ class IndexConfig:
 
     kind: str = "flat"  # one of INDEX_TYPES; "auto" picks by corpus size
     nlist: int | None = None  # IVF lists; default 4 * sqrt(n)
-    nprobe: int = 32  # IVF lists visited per query
+    nprobe: int | None = None  # IVF lists visited per query; default max(64, nlist / 16), which
+    # reached recall@10 >= 0.95 on clustered 512-d vectors up to 300,000 (docs/BENCHMARKS.md)
     hnsw_m: int = 32  # HNSW neighbours per node
     ef_search: int = 128  # HNSW candidate list size per query
     ef_construction: int = 200  # HNSW candidate list size while building
@@ -74,7 +75,7 @@ def build_index(xb: np.ndarray, config: IndexConfig | None = None) -> tuple[fais
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(xb)
-        index.nprobe = min(config.nprobe, nlist)
+        index.nprobe = min(config.nprobe or max(64, nlist // 16), nlist)
         params = {"nlist": nlist, "nprobe": index.nprobe}
     else:
         index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
