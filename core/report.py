@@ -140,13 +140,18 @@ def h3_section(h3: pd.DataFrame) -> str:
         for _, metric in rows_of_group.iterrows():
             row[metric["perturbation"]] = _interval(metric["value"], metric["ci_low"], metric["ci_high"], 2)
         row["random pair"] = f"{floor[model]:.2f}" if model in floor.index else "n/a"
+        shuffled = rows_of_group[rows_of_group["perturbation"] == "shuffle_mean"]["value"]
+        if model in floor.index and len(shuffled):
+            # Share of the distance from the floor to an identical copy that survives the shuffles.
+            row["reliance above floor"] = f"{(shuffled.iloc[0] - floor[model]) / (1 - floor[model]):.2f}"
         row["n"] = int(rows_of_group["n"].iloc[0])
         rows.append(row)
     return (
         "## H3: texture reliance\n\n"
         "Cosine between each sampled painting and its perturbed copy. `shuffle_mean` (patch shuffles "
         "2x2, 4x4, 8x8) is the texture reliance: high means the embedding ignores layout. `random pair` is "
-        "the cosine between a painting and a random other one, the floor of every column.\n\n"
+        "the cosine between a painting and a random other one, the floor of every column, so models compare by "
+        "`reliance above floor` = (shuffle_mean - random pair) / (1 - random pair).\n\n"
         f"{markdown_table(pd.DataFrame(rows).fillna(''))}\n\n{footer(h3)}\n"
     )
 
