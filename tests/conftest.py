@@ -19,7 +19,7 @@ def semgap_data() -> Path:
     value = os.environ.get(DATA_ENV)
     if not value:
         pytest.skip(f"{DATA_ENV} is unset: point it at the folder holding corpora/ and metadata/ to run this test")
-    path = Path(value)
+    path = Path(value).resolve()  # relative values such as ../shared break symlinks and subprocesses
     if not (path / "corpora").is_dir() or not (path / "metadata").is_dir():
         pytest.fail(f"{DATA_ENV}={value} does not hold corpora/ and metadata/")
     return path
