@@ -142,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="measure H1 structure, H2 retrieval gap and H3 texture bias")
     evaluate.add_argument("--indexes", type=Path, default=Path("indexes"), help="indexes root or one corpus folder (default: indexes/)")
     evaluate.add_argument("--out", type=Path, default=Path("results"), help="results root; tables go to <out>/<corpus>/ (default: results/)")
-    evaluate.add_argument("--labels", choices=("all", "curated"), default="all", help="all labels, or curated ones only (type_source wga or wikiart)")
+    evaluate.add_argument(
+        "--labels", choices=("all", "curated"), default="all",
+        help="all labels, or curated ones only (type_source wga or wikiart); each label set keeps its own rows in the tables",
+    )
     evaluate.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates per interval (default: 1000)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of bootstrap, shuffles and the H3 sample (default: 0)")
     evaluate.add_argument("--texture-sample", type=int, default=200, help="paintings per model perturbed for H3; 0 skips H3 (default: 200)")
@@ -160,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print the result tables as Markdown")
     report.add_argument("--results", type=Path, default=Path("results"), help="results root or one corpus folder (default: results/)")
     report.add_argument("--output", type=Path, help="also write the report to this file")
+    report.add_argument("--labels", choices=("all", "curated"), default="all", help="label set to report (default: all)")
 
     commands.add_parser("models", help="list the registered models")
     return parser
@@ -312,8 +316,6 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     )
     for corpus_dir in corpus_dirs(args.indexes):
         out_dir = args.out / corpus_dir.name
-        if args.labels != "all":
-            out_dir = args.out / f"{corpus_dir.name}-{args.labels}"
         started = time.perf_counter()
         summaries = evaluate_corpus(corpus_dir, out_dir, config)
         print(f"{corpus_dir.name}: {len(summaries)} models evaluated in {time.perf_counter() - started:.1f} s -> {out_dir}")
@@ -345,7 +347,7 @@ def run_report_command(args: argparse.Namespace) -> int:
     folders = [args.results] if (args.results / "h2_retrieval.parquet").is_file() or (args.results / "h1_structure.parquet").is_file() else sorted(
         p for p in args.results.iterdir() if p.is_dir()
     )
-    texts = [build_report(folder) for folder in folders]
+    texts = [build_report(folder, label_set=args.labels) for folder in folders]
     if not texts:
         raise FileNotFoundError(f"No results under {args.results}; build them with `python -m core evaluate`.")
     report = "\n\n".join(texts)

@@ -34,7 +34,7 @@ from core.metrics import (
     type_prompt_precision,
 )
 from core.metrics.texture import PERTURBATIONS, perturb, texture_metrics, texture_table
-from core.results import write_table
+from core.results import write_label_set
 from core.search import check_encoder_matches
 from core.types import TypeSplit, load_split
 
@@ -351,12 +351,13 @@ def evaluate_corpus(corpus_dir: Path, out_dir: Path, config: EvaluateConfig) -> 
     out_dir = Path(out_dir)
     for name, parts in tables.items():
         if parts:
-            write_table(pd.concat(parts, ignore_index=True), out_dir, name)
+            write_label_set(pd.concat(parts, ignore_index=True), out_dir, name, config.label_set)
     paired = paired_tables(per_query, config)
     if not paired.empty:
-        write_table(paired, out_dir, "h2_paired")
+        write_label_set(paired, out_dir, "h2_paired", config.label_set)
     for name, summary in summaries.items():
-        write_json_atomic(out_dir / f"summary_{name.replace('/', '_').replace(':', '_')}.json", summary)
+        suffix = "" if config.label_set == "all" else f"-{config.label_set}"
+        write_json_atomic(out_dir / f"summary_{name.replace('/', '_').replace(':', '_')}{suffix}.json", summary)
     logger.info("Evaluated %d models in %.1f s", len(models), time.perf_counter() - started)
     return summaries
 

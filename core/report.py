@@ -156,16 +156,19 @@ def h3_section(h3: pd.DataFrame) -> str:
     )
 
 
-def build_report(results_dir: Path, split: TypeSplit | None = None, k: int = 10) -> str:
-    """Return the Markdown report of one corpus's results folder."""
+def build_report(results_dir: Path, split: TypeSplit | None = None, k: int = 10, label_set: str = "all") -> str:
+    """Return the Markdown report of one corpus's results folder for one label set."""
     split = split or load_split()
     results_dir = Path(results_dir)
-    h1, h2, h3 = (read_table(results_dir, name) for name in ("h1_structure", "h2_retrieval", "h3_texture"))
+    h1, h2, h3 = (
+        _only_label_set(read_table(results_dir, name), label_set) for name in ("h1_structure", "h2_retrieval", "h3_texture")
+    )
     if h1 is None and h2 is None:
         raise FileNotFoundError(
-            f"No results in {results_dir}. Build them with `python -m core evaluate --indexes indexes/ --out results/`."
+            f"No results for label set {label_set!r} in {results_dir}. Build them with "
+            f"`python -m core evaluate --indexes indexes/ --out results/ --labels {label_set}`."
         )
-    sections = [f"# Semantic gap report: {results_dir.name}\n"]
+    sections = [f"# Semantic gap report: {results_dir.name}, {label_set} labels\n"]
     if h1 is not None:
         sections.append(h1_section(h1))
     if h2 is not None:
@@ -176,3 +179,10 @@ def build_report(results_dir: Path, split: TypeSplit | None = None, k: int = 10)
     if h3 is not None:
         sections.append(h3_section(h3))
     return "\n".join(section for section in sections if section)
+
+
+def _only_label_set(table: pd.DataFrame | None, label_set: str) -> pd.DataFrame | None:
+    if table is None or "label_set" not in table.columns:
+        return table
+    rows = table[table["label_set"].astype(str) == label_set]
+    return rows if len(rows) else None

@@ -26,6 +26,18 @@ def write_table(table: pd.DataFrame, out_dir: Path, name: str) -> Path:
     return out_dir / f"{name}.parquet"
 
 
+def write_label_set(table: pd.DataFrame, out_dir: Path, name: str, label_set: str) -> Path:
+    """Replace the rows of one label set in a result table, keeping the rows of the others.
+
+    The tables of all label sets live in one file, so the app and the report compare them.
+    """
+    existing = read_table(out_dir, name)
+    if existing is not None and "label_set" in existing.columns:
+        kept = existing[existing["label_set"].astype(str) != label_set]
+        table = pd.concat([kept, table], ignore_index=True)
+    return write_table(table, out_dir, name)
+
+
 def read_table(results_dir: Path, name: str) -> pd.DataFrame | None:
     """Return a result table, or None when it has not been built."""
     if name not in TABLES:

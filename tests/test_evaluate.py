@@ -122,7 +122,7 @@ def test_report_prints_every_section(corpus_dir, tmp_path, capsys):
     assert "gap_err_p@10" in report
     assert "Seed: 0" in report
     assert main(["report", "--results", str(tmp_path / "results")]) == 0
-    assert "Semantic gap report: toy" in capsys.readouterr().out
+    assert "Semantic gap report: toy, all labels" in capsys.readouterr().out
 
 
 def test_report_without_results_names_command(tmp_path):
@@ -163,3 +163,17 @@ def test_texture_table_with_registered_encoder(tmp_path):
     assert 0.5 < reliance["value"].iat[0] <= 1.0
     summary = json.loads((tmp_path / "results" / "summary_fake-texture.json").read_text())
     assert summary["h3_texture_reliance"] == pytest.approx(reliance["value"].iat[0])
+
+
+def test_label_sets_share_one_table(corpus_dir, tmp_path):
+    out = tmp_path / "results" / "toy"
+    evaluate_corpus(corpus_dir, out, EvaluateConfig(n_boot=20, texture_sample=0))
+    evaluate_corpus(corpus_dir, out, EvaluateConfig(n_boot=20, texture_sample=0, label_set="curated"))
+    evaluate_corpus(corpus_dir, out, EvaluateConfig(n_boot=20, texture_sample=0, label_set="curated"))
+    h2 = pd.read_parquet(out / "h2_retrieval.parquet")
+    assert set(h2["label_set"]) == {"all", "curated"}
+    # Rerunning one label set replaces its rows instead of adding a copy.
+    assert (h2["label_set"] == "all").sum() == (h2["label_set"] == "curated").sum()
+    assert (out / "summary_fake-a-curated.json").is_file()
+    assert "curated labels" in build_report(out, label_set="curated")
+    assert "Labels: curated." in build_report(out, label_set="curated")
