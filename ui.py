@@ -57,14 +57,14 @@ def results_root() -> Path:
 
 
 def list_corpora() -> list[str]:
-    """Return the corpus names that have at least one model index or one result table."""
-    names = set()
-    if indexes_root().is_dir():
-        names |= {p.name for p in indexes_root().iterdir() if p.is_dir() and list_model_dirs(p)}
-    if results_root().is_dir():
-        for folder in results_root().iterdir():
-            if folder.is_dir() and any((folder / f"{table}.parquet").is_file() for table in TABLES):
-                names.add(folder.name)
+    """Return the corpus names that have at least one model index under indexes_root().
+
+    Result folders do not add corpora: every label set of a corpus lives in the same result tables,
+    in their label_set column, so a results/ folder without an index is no corpus of its own.
+    """
+    if not indexes_root().is_dir():
+        return []
+    names = {p.name for p in indexes_root().iterdir() if p.is_dir() and list_model_dirs(p)}
     return sorted(name for name in names if not name.startswith("."))
 
 
@@ -119,7 +119,7 @@ def require_corpus() -> str:
     if corpus:
         return corpus
     st.info(
-        f"No corpus found under `{indexes_root()}` or `{results_root()}`. Build the indexes with "
+        f"No corpus with a model index found under `{indexes_root()}`. Build the indexes with "
         f"`{EMBED_COMMAND}`, then the results with `{EVALUATE_COMMAND}`."
     )
     st.stop()
@@ -212,6 +212,12 @@ def missing_results_info(table_name: str) -> None:
 # Models: display order and names
 
 MODEL_ORDER = ("effnet-lite0", "effnet-lite0+minilm", "resnet50", "clip-vit-b-32")
+MODEL_SHORT_NAMES = {  # for narrow places such as the sidebar's model chips
+    "effnet-lite0": "EffNet-L0",
+    "effnet-lite0+minilm": "EffNet-L0 + MiniLM",
+    "resnet50": "ResNet-50",
+    "clip-vit-b-32": "CLIP B/32",
+}
 MODEL_NAMES = {
     "effnet-lite0": "EfficientNet-Lite0",
     "effnet-lite0+minilm": "EfficientNet-Lite0 + MiniLM",
@@ -229,6 +235,10 @@ def sort_models(models: Sequence[str]) -> list[str]:
 
 def model_name(model: str) -> str:
     return MODEL_NAMES.get(model, model)
+
+
+def short_model_name(model: str) -> str:
+    return MODEL_SHORT_NAMES.get(model) or model_name(model)
 
 
 def default_models(available: Sequence[str]) -> list[str]:
@@ -250,11 +260,22 @@ OTHER_COLORS = (
     "#88CCEE", "#CC6677", "#DDCC77", "#117733", "#332288", "#AA4499",
     "#44AA99", "#999933", "#882255", "#661100", "#6699CC", "#888888",
 )  # Paul Tol's colour-blind-safe "muted" set, for schools, timeframes and styles
-UNKNOWN_COLOR = "#DDDDDD"
+UNKNOWN_COLOR = TYPE_COLORS[""]
+UNTYPED = "untyped"  # the label of a painting without an art type, on every page
 
 
 def type_color(art_type: str) -> str:
-    return TYPE_COLORS.get(art_type or "", TYPE_COLORS.get("other", UNKNOWN_COLOR))
+    return TYPE_COLORS.get(art_type or "", TYPE_COLORS["other"])
+
+
+def group_color(group: str) -> str:
+    """Return the colour of "additive" or "narrative", or the untyped grey for anything else."""
+    return GROUP_COLORS.get(group) or UNKNOWN_COLOR
+
+
+def empty_label(column: str) -> str:
+    """Return how a legend names the paintings with no value in a metadata column."""
+    return {"type": UNTYPED, "type_group": "neither group"}.get(column, "unknown")
 
 
 def ordered_types(present: Sequence[str]) -> list[str]:
@@ -269,7 +290,7 @@ def category_colors(column: str, values: Sequence[str]) -> dict[str, str]:
     if column == "type":
         return {v: type_color(v) for v in values}
     if column == "type_group":
-        return {v: GROUP_COLORS.get(v, UNKNOWN_COLOR) for v in values}
+        return {v: group_color(v) for v in values}
     named = sorted(v for v in values if v)
     colors = {v: OTHER_COLORS[i % len(OTHER_COLORS)] for i, v in enumerate(named)}
     colors[""] = UNKNOWN_COLOR
@@ -296,8 +317,25 @@ class UploadError(ValueError):
     """An uploaded file the app cannot use as a query. The message names the cause and the fix."""
 
 
+def sniff_format(data: bytes) -> str | None:
+    """Return the supported format whose signature starts data ("JPEG", "PNG", ...), or None."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    return None
+
+
 def read_upload(name: str, data: bytes, max_mb: float = MAX_UPLOAD_MB) -> Image.Image:
-    """Decode an uploaded painting into an RGB image, or raise UploadError with a clear message."""
+    """Decode an uploaded painting into an RGB image, or raise UploadError with a clear message.
+
+    The message depends on the cause: a file of a supported format that fails to decode is damaged
+    and should be exported again, while any other file gets the list of supported formats.
+    """
     names = [FORMAT_NAMES.get(f, f) for f in SUPPORTED_FORMATS]
     formats = ", ".join(names[:-1]) + f" or {names[-1]}"
     size_mb = len(data) / 1e6
@@ -316,7 +354,15 @@ def read_upload(name: str, data: bytes, max_mb: float = MAX_UPLOAD_MB) -> Image.
     try:
         return load_image(data)
     except ImageDecodeError as error:
-        raise UploadError(f"{name} could not be read as an image ({error.reason}). Upload a {formats} file.") from error
+        signature = detected if detected in SUPPORTED_FORMATS else sniff_format(data)
+        if signature is not None:
+            raise UploadError(
+                f"{name} could not be read: it starts like a {FORMAT_NAMES.get(signature, signature)} file, but "
+                f"decoding failed ({error.reason}). The file looks damaged or incomplete; export it again from its source."
+            ) from error
+        raise UploadError(
+            f"{name} could not be read as an image ({error.reason}). Supported formats: {formats}."
+        ) from error
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -477,7 +523,7 @@ def query_details(row: pd.Series) -> list[str]:
     year = row.get("year")
     if year is not None and not pd.isna(year):
         lines.append(str(int(year)))
-    lines.append(f"type: {row.get('type') or 'unknown'}")
+    lines.append(f"type: {row.get('type') or UNTYPED}")
     return lines
 
 
@@ -603,7 +649,7 @@ def result_cards_html(hits: pd.DataFrame, query_type: str = "") -> str:
             f'<div class="sg-title">{html.escape(str(hit.title) or str(hit.id))}</div>'
             f'<div class="sg-meta">{html.escape(str(hit.artist) or "unknown artist")}{year_text}</div>'
             f'<div class="sg-type"><span class="sg-dot" style="background:{type_color(art_type)}"></span>'
-            f'{html.escape(art_type or "untyped")}{badge}</div></div>'
+            f'{html.escape(art_type or UNTYPED)}{badge}</div></div>'
         )
     return f'<div class="sg-grid">{"".join(cards)}</div>'
 
@@ -742,7 +788,7 @@ def _draw_model_column(canvas, draw, answer: ModelAnswer, query_type: str, k: in
         lines += [(line, "black") for line in _wrap(draw, str(hit.title or hit.id), text_font, text_width)]
         year = f", {int(hit.year)}" if hit.year is not None and not pd.isna(hit.year) else ""
         lines += [(line, "#404040") for line in _wrap(draw, f"{hit.artist or 'unknown artist'}{year}", text_font, text_width, 1)]
-        lines.append((f"{art_type or 'untyped'}{' ✓' if match else ''}", "#202020"))
+        lines.append((f"{art_type or UNTYPED}{' ✓' if match else ''}", "#202020"))
         for i, (line, color) in enumerate(lines[:5]):
             draw.text((text_x, y + i * 25), line, fill=color, font=text_font)
         y += GRID_THUMB + 16
@@ -760,13 +806,11 @@ def _paste_thumbnail(canvas, draw, path: str, origin, border: str) -> None:
 
 
 def corpus_credit(indexes: Mapping[str, ModelIndex]) -> str:
-    """Return the image credit of a result grid: where the reproductions come from."""
+    """Return the image credit of a result grid: the corpus name, never its local folder."""
     manifest = next(iter(indexes.values())).manifest
     corpus = manifest.get("corpus", {})
-    return (
-        f"Image credits: each painting is captioned with its artist and title. Reproductions from the corpus "
-        f"“{corpus.get('name', '?')}” ({corpus.get('root', 'source unknown')})."
-    )
+    name = corpus.get("name") or Path(str(corpus.get("root", ""))).name or "unknown"
+    return f"Image credits: each painting is captioned with its artist and title. Reproductions from the corpus “{name}”."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -782,13 +826,19 @@ INK = "#222222"
 NEUTRAL_BAR = "#4D4D4D"  # model-level bars: no type or group colour applies
 BASELINE_COLOR = "#9E9E9E"
 FOOTER_CHARS = 80  # characters per footer line: about 760 pixels at TICK_PX
+HALF_FOOTER_CHARS = 48  # the same for a chart in one of two side-by-side columns at 1440 pixels
+MODEBAR_PX = 34  # the row at the top of a chart that Plotly's modebar icons cover
 ROTATED_TICKS = 125  # pixels under the plot for type names rotated by 35 degrees
 PLAIN_TICKS = 85  # pixels under the plot for one line of tick labels and an axis title
 REFERENCE_GAP = (1.4, 3.8)  # gap factors of the reference study, across all its models
+GAP_LABEL_MARGIN = 150  # pixels right of the gap chart for the labels of its reference line and band
 
 
-def footer_text(table: pd.DataFrame) -> str:
-    """Return 'model (checksum) · label set · n · seed' for the rows a chart shows."""
+def footer_text(table: pd.DataFrame, extra: Sequence[str] = (), width: int = FOOTER_CHARS) -> str:
+    """Return 'model (checksum) · label set · n · seed', then the extra parts, for the rows a chart shows.
+
+    Lines break between parts after about `width` characters, so narrow charts pass a smaller width.
+    """
     parts = []
     if "model" in table.columns:
         models = table[["model", "weights_sha256"]].drop_duplicates() if "weights_sha256" in table.columns else table[["model"]].drop_duplicates()
@@ -806,8 +856,8 @@ def footer_text(table: pd.DataFrame) -> str:
         parts.append(f"n = {low:,}" if low == high else f"n = {low:,}–{high:,} per bar")
     if "seed" in table.columns:
         parts.append("seed " + ", ".join(str(s) for s in sorted(table["seed"].unique())))
-    text = " · ".join(parts)
-    return _break_line(text, FOOTER_CHARS)
+    text = " · ".join(parts + list(extra))
+    return _break_line(text, width)
 
 
 def _break_line(text: str, width: int) -> str:
@@ -834,14 +884,20 @@ def style_figure(fig: go.Figure, title: str, footer: str, height: int = CHART_HE
         rotated = any(axis.tickangle not in (None, 0) for axis in fig.select_xaxes())
         tick_space = ROTATED_TICKS if rotated else PLAIN_TICKS
     footer_lines = footer.count("<br>") + 1
+    # The title starts below the modebar row, so the icons never cover it. A figure may set a wider
+    # right margin before styling, as gap_figure does for the labels of its reference lines.
+    right = fig.layout.margin.r if fig.layout.margin.r is not None else 30
     fig.update_layout(
         template="plotly_white",
-        title=dict(text=title, font=dict(size=TITLE_PX, color=INK), x=0.01, xanchor="left", y=0.98, yanchor="top", yref="container"),
+        title=dict(text=title, font=dict(size=TITLE_PX, color=INK), x=0.01, xanchor="left", y=1, yanchor="top",
+                   yref="container", pad=dict(t=MODEBAR_PX)),
         font=dict(family=FONT_FAMILY, size=FONT_PX, color=INK),
-        legend=dict(font=dict(size=TICK_PX), orientation="h", yanchor="top", y=1 - 52 / height, yref="container", x=1, xanchor="right"),
+        legend=dict(font=dict(size=TICK_PX), orientation="h", yanchor="top", y=1 - (52 + MODEBAR_PX) / height,
+                    yref="container", x=1, xanchor="right"),
         hoverlabel=dict(font=dict(size=TICK_PX)),
         height=height,
-        margin=dict(l=80, r=30, t=80 if fig.layout.showlegend is False else 120, b=tick_space + 26 * footer_lines + 16),
+        margin=dict(l=80, r=right, t=(80 if fig.layout.showlegend is False else 120) + MODEBAR_PX,
+                    b=tick_space + 26 * footer_lines + 16),
     )
     fig.update_xaxes(tickfont=dict(size=TICK_PX, color=INK), title_font=dict(size=FONT_PX), automargin=False)
     fig.update_yaxes(tickfont=dict(size=TICK_PX, color=INK), title_font=dict(size=FONT_PX), automargin=True, zeroline=True)
@@ -1004,7 +1060,7 @@ def group_figure(rows: pd.DataFrame, metric: str) -> go.Figure:
     for group in ("additive", "narrative"):
         part = rows[rows["group"] == group].set_index("model").reindex(models).reset_index()
         fig.add_trace(go.Bar(
-            x=[model_name(m) for m in models], y=part["value"], name=group, marker_color=GROUP_COLORS[group],
+            x=[model_name(m) for m in models], y=part["value"], name=group, marker_color=group_color(group),
             marker_line=dict(color=INK, width=1), error_y=_error_bars(part),
             customdata=part[["n"]].to_numpy(), hovertemplate=f"{group}<br>%{{y:.3f}}<br>n = %{{customdata[0]:,}}<extra></extra>",
         ))
@@ -1023,13 +1079,15 @@ def gap_figure(rows: pd.DataFrame, metric: str) -> go.Figure:
         textfont=dict(color="white", size=FONT_PX), showlegend=False,
         hovertemplate="%{x}<br>gap factor %{y:.2f}<extra></extra>",
     ))
-    fig.add_hrect(y0=REFERENCE_GAP[0], y1=REFERENCE_GAP[1], fillcolor=GROUP_COLORS["narrative"], opacity=0.12, line_width=0,
-                  annotation_text=f"reference study: {REFERENCE_GAP[0]}×–{REFERENCE_GAP[1]}×", annotation_position="top left",
-                  annotation_font_size=TICK_PX)
-    fig.add_hline(y=1.0, line_dash="dash", line_color=INK, annotation_text="1.0 = no gap", annotation_position="top right",
-                  annotation_font_size=TICK_PX)
+    # The band lies below the bars; its label and the no-gap label sit in the right margin, clear of both.
+    fig.add_hrect(y0=REFERENCE_GAP[0], y1=REFERENCE_GAP[1], fillcolor=GROUP_COLORS["narrative"], opacity=0.12,
+                  line_width=0, layer="below")
+    fig.add_hline(y=1.0, line_dash="dash", line_color=INK, layer="below")
+    for y, text in ((1.0, "1.0 = no gap"), (REFERENCE_GAP[1], f"reference<br>study:<br>{REFERENCE_GAP[0]}×–{REFERENCE_GAP[1]}×")):
+        fig.add_annotation(x=1, xref="paper", xanchor="left", xshift=8, y=y, yref="y", yanchor="middle" if y == 1.0 else "top",
+                           text=text, showarrow=False, align="left", font=dict(size=TICK_PX, color=INK))
     fig.update_yaxes(title_text=metric_label(gap_metric(metric)), rangemode="tozero")
-    fig.update_layout(showlegend=False)
+    fig.update_layout(showlegend=False, margin=dict(r=GAP_LABEL_MARGIN))
     return fig
 
 
@@ -1043,7 +1101,7 @@ def paired_figure(rows: pd.DataFrame, metric: str) -> go.Figure:
     groups = [g for g in dict.fromkeys(groups) if g in set(rows["group"]) and g != "gap"]
     for col, (a, b) in enumerate(pairs, start=1):
         part = rows[(rows["model_a"] == a) & (rows["model_b"] == b)].set_index("group").reindex(groups).reset_index()
-        colors = [GROUP_COLORS.get(g) if g in ("additive", "narrative") else type_color(g) for g in groups]
+        colors = [group_color(g) if g in ("additive", "narrative") else type_color(g) for g in groups]
         fig.add_trace(go.Scatter(
             x=part["value"], y=groups, mode="markers", showlegend=False,
             marker=dict(size=16, color=colors, line=dict(color=INK, width=1.5)),
@@ -1077,8 +1135,77 @@ def structure_figure(rows: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def texture_figure(rows: pd.DataFrame, metric: str) -> go.Figure:
-    """H3: a texture metric per type, one panel per model, with "all" and the two groups first."""
+# ---------------------------------------------------------------------------------------------
+# H3: perturbation names, small samples and the random-pair floor
+
+MIN_TEXTURE_N = 10  # types with fewer sampled paintings give intervals too wide to show as bars
+FLOOR_PERTURBATION = "random_pair"  # cosine between a painting and a random other one
+DEFAULT_PERTURBATION = "shuffle_mean"
+PERTURBATION_LABELS = {
+    "shuffle_mean": "patch shuffle (mean of 2×2, 4×4, 8×8)",
+    "grayscale": "grayscale",
+    "blur": "blur",
+    FLOOR_PERTURBATION: "random pair (floor)",
+}
+
+
+def perturbation_label(name: str) -> str:
+    """Return a readable name of an h3_texture perturbation, e.g. "patch shuffle 4×4" for "shuffle4"."""
+    if name in PERTURBATION_LABELS:
+        return PERTURBATION_LABELS[name]
+    grid = re.fullmatch(r"shuffle(\d+)", name)
+    return f"patch shuffle {grid[1]}×{grid[1]}" if grid else name.replace("_", " ")
+
+
+def split_small_types(rows: pd.DataFrame, min_n: int = MIN_TEXTURE_N) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop the types with fewer than min_n sampled paintings in any model.
+
+    Returns the kept rows and, per dropped type, its smallest n across models. "all" and the two
+    groups are kept, whatever their n, because they summarise the whole sample.
+    """
+    small = rows[(rows["n"] < min_n) & ~rows["type"].isin(["all", "additive", "narrative"])]
+    dropped = small.groupby("type")["n"].min().astype(int).to_dict()
+    order = ordered_types(list(dropped))
+    return rows[~rows["type"].isin(dropped)], {t: dropped[t] for t in order}
+
+
+def small_types_caption(dropped: Mapping[str, int], min_n: int = MIN_TEXTURE_N) -> str:
+    """Return the caption that names the types left out of an H3 chart, or "" when none were."""
+    if not dropped:
+        return ""
+    names = ", ".join(f"{t} ({n})" for t, n in dropped.items())
+    return (f"Types with fewer than {min_n} sampled paintings are left out, because their intervals rest on "
+            f"too few paintings: {names}.")
+
+
+def texture_floor(h3: pd.DataFrame) -> dict[str, float]:
+    """Return each model's random-pair cosine: the value a texture cosine is read against."""
+    rows = h3[(h3["perturbation"] == FLOOR_PERTURBATION) & (h3["metric"] == "cosine") & (h3["type"] == "all")]
+    return {str(r.model): float(r.value) for r in rows.itertuples(index=False)}
+
+
+def floor_caption(floor: Mapping[str, float]) -> str:
+    """Return the sentence that explains the floor line, with each model's floor."""
+    if not floor:
+        return ""
+    values = ", ".join(f"{model_name(m)} {floor[m]:.2f}" for m in sort_models(floor))
+    return (f"The dashed line is each model's floor: the cosine between a painting and a random other one "
+            f"({values}). Read a model's texture reliance relative to its own floor.")
+
+
+def _texture_bar_color(label: str) -> str:
+    if label in ("additive", "narrative"):
+        return group_color(label)
+    if label == "all":
+        return NEUTRAL_BAR
+    return type_color(label)
+
+
+def texture_figure(rows: pd.DataFrame, metric: str, floor: Mapping[str, float] | None = None) -> go.Figure:
+    """H3: a texture metric per type, one panel per model, with "all" and the two groups first.
+
+    floor, by model, draws the random-pair cosine as a dashed line in that model's panel.
+    """
     models = sort_models(rows["model"].unique())
     fig = _model_subplots(models)
     for col, model in enumerate(models, start=1):
@@ -1087,24 +1214,29 @@ def texture_figure(rows: pd.DataFrame, metric: str) -> go.Figure:
             [t for t in part["type"] if t not in ("all", "additive", "narrative")]
         )
         part = part.set_index("type").reindex(order).reset_index()
-        colors = [GROUP_COLORS[t] if t in ("additive", "narrative") else NEUTRAL_BAR if t == "all" else type_color(t) for t in order]
         fig.add_trace(go.Bar(
-            x=order, y=part["value"], marker_color=colors, marker_line=dict(color=INK, width=1), showlegend=False,
+            x=order, y=part["value"], marker_color=[_texture_bar_color(t) for t in order], marker_line=dict(color=INK, width=1), showlegend=False,
             error_y=_error_bars(part), customdata=part[["n"]].to_numpy(),
-            hovertemplate="%{x}<br>%{y:.3f}<br>n = %{customdata[0]:,}<extra></extra>",
+            hovertemplate="%{x}<br>%{y:.3f}<br>n = %{customdata[0]:,} sampled paintings<extra></extra>",
         ), row=1, col=col)
+        if floor and model in floor:
+            fig.add_trace(go.Scatter(
+                x=order, y=[floor[model]] * len(order), mode="lines", line=dict(color=INK, width=2.5, dash="dash"),
+                name="random pair (floor)", showlegend=col == 1, legendgroup="floor",
+                hovertemplate=f"random pair (floor): %{{y:.3f}}<extra>{model_name(model)}</extra>",
+            ), row=1, col=col)
     fig.update_xaxes(tickangle=-35)
     fig.update_yaxes(title_text=metric_label(metric), row=1, col=1)
-    fig.update_layout(showlegend=False)
+    fig.update_layout(showlegend=bool(floor))
     return fig
 
 
 def type_counts_figure(metadata: pd.DataFrame) -> go.Figure:
     """Paintings per art type in the corpus, coloured by type and grouped additive, narrative, other."""
-    counts = metadata["type"].fillna("").astype(str).replace("", "untyped").value_counts()
-    order = ordered_types([t for t in counts.index if t != "untyped"]) + (["untyped"] if "untyped" in counts.index else [])
+    counts = metadata["type"].fillna("").astype(str).replace("", UNTYPED).value_counts()
+    order = ordered_types([t for t in counts.index if t != UNTYPED]) + ([UNTYPED] if UNTYPED in counts.index else [])
     fig = go.Figure(go.Bar(
-        x=order, y=[int(counts[t]) for t in order], marker_color=[type_color("" if t == "untyped" else t) for t in order],
+        x=order, y=[int(counts[t]) for t in order], marker_color=[type_color("" if t == UNTYPED else t) for t in order],
         marker_line=dict(color=INK, width=1), text=[f"{int(counts[t]):,}" for t in order], textposition="outside",
         hovertemplate="%{x}: %{y:,} paintings<extra></extra>", showlegend=False,
     ))
@@ -1118,6 +1250,7 @@ def type_counts_figure(metadata: pd.DataFrame) -> go.Figure:
 # Map: 2-D projections
 
 COLOR_COLUMNS = {"type": "Type", "type_group": "Additive / narrative", "school": "School", "timeframe": "Timeframe", "style": "Style"}
+EMPTY_MARKER = dict(symbol="diamond", opacity=0.5)  # paintings with no value in the colour column
 
 
 def projection_figure(points: pd.DataFrame, color_by: str, selected_id: str = "", legend: bool = True) -> go.Figure:
@@ -1132,11 +1265,14 @@ def projection_figure(points: pd.DataFrame, color_by: str, selected_id: str = ""
     colors = category_colors(color_by, categories)
     size = 5 if len(points) > 5000 else 9
     fig = go.Figure()
-    for category in categories:
+    # Paintings without a value are drawn first, so they lie under the others, as faint diamonds;
+    # legendrank keeps them last in the legend.
+    for rank, category in sorted(enumerate(categories), key=lambda item: item[1] != ""):
         part = points[values == category]
+        style = EMPTY_MARKER if category == "" else dict(symbol="circle", opacity=0.85)
         fig.add_trace(go.Scattergl(
-            x=part["x"], y=part["y"], mode="markers", name=category or "unknown",
-            marker=dict(size=size, color=colors[category], line=dict(width=0.5, color="#555555"), opacity=0.85),
+            x=part["x"], y=part["y"], mode="markers", name=category or empty_label(color_by), legendrank=1000 + rank,
+            marker=dict(size=size, color=colors[category], line=dict(width=0.5, color="#555555"), **style),
             customdata=part[["id", "title", "artist", "type"]].fillna("").astype(str).to_numpy(),
             hovertemplate="<b>%{customdata[1]}</b><br>%{customdata[2]}<br>%{customdata[3]}<extra></extra>",
         ))
@@ -1155,7 +1291,7 @@ def projection_figure(points: pd.DataFrame, color_by: str, selected_id: str = ""
 
 
 def map_categories(points: pd.DataFrame, color_by: str) -> list[str]:
-    """Return the categories of a map in legend order, "" (unknown) last."""
+    """Return the categories of a map in legend order, "" (no value, e.g. untyped) last."""
     values = points[color_by].fillna("").astype(str)
     categories = ordered_types(values) if color_by == "type" else sorted(v for v in values.unique() if v)
     return categories + ([""] if (values == "").any() else [])
@@ -1165,7 +1301,8 @@ def category_chips_html(column: str, categories: Sequence[str]) -> str:
     """Return a one-line legend of coloured dots, shared by all maps on the page."""
     colors = category_colors(column, categories)
     chips = "".join(
-        f'<span class="sg-chip"><span class="sg-dot" style="background:{colors[c]}"></span>{html.escape(c or "unknown")}</span>'
+        f'<span class="sg-chip"><span class="{"sg-dot sg-diamond" if c == "" else "sg-dot"}" style="background:{colors[c]}">'
+        f'</span>{html.escape(c or empty_label(column))}</span>'
         for c in categories
     )
     return f"<div>{chips}</div>"

@@ -96,8 +96,10 @@ TYPE_COLORS = {
     "religious": "#0072B2",
     "mythological": "#D55E00",
     "historical": "#882255",
-    "study": "#999999",
-    "other": "#BBBBBB",
-    "": "#DDDDDD",
+    "study": "#6E6E6E",
+    "other": "#ABABAB",
+    "": "#E8E8E8",
 }
-GROUP_COLORS = {"additive": "#E69F00", "narrative": "#0072B2", "": "#BBBBBB"}
+# Paul Tol's sand and indigo: colour-blind-safe, and far from every type colour above, so a group bar
+# never looks like a type bar. Sand is light, so charts outline group bars in dark ink.
+GROUP_COLORS = {"additive": "#DDCC77", "narrative": "#332288", "": "#BBBBBB"}

@@ -20,12 +20,27 @@ def task_name(task: str) -> str:
     return f"{source.capitalize()} {field} → {target}".strip() if field else task
 
 
-def settings_ui(h2, label_sets: list[str]) -> tuple[str, str, str, str]:
-    """Draw the sidebar settings and return the label set, task, metric and aggregation."""
+LABEL_SET_HELP = "all: every type label; curated: only catalogue and WikiArt labels, no title keywords"
+H2_TABS = "Per type, Additive vs narrative and Model differences"
+
+
+def label_set_ui(label_sets: list[str]) -> str:
+    """Draw the label-set choice, which applies to every tab, and return it."""
+    return st.sidebar.radio("Label set", label_sets, horizontal=True, key="gap_label_set", help=LABEL_SET_HELP)
+
+
+def settings_ui(h2, label_set: str) -> tuple[str | None, str, str]:
+    """Draw the retrieval (H2) settings in the sidebar and return the task, metric and aggregation.
+
+    The task is None when the label set has no H2 rows.
+    """
+    tasks = list(dict.fromkeys(h2.loc[h2["label_set"] == label_set, "task"]))
     with st.sidebar:
-        label_set = st.radio("Label set", label_sets, horizontal=True, key="gap_label_set",
-                             help="all: every type label; curated: only catalogue and WikiArt labels, no title keywords")
-        tasks = list(dict.fromkeys(h2.loc[h2["label_set"] == label_set, "task"]))
+        st.markdown("**Retrieval settings (H2 tabs)**")
+        st.caption(f"Task, metric and group aggregation apply to the {H2_TABS} tabs only.")
+        if not tasks:
+            st.caption(f"No retrieval results for label set {label_set}.")
+            return None, "", "pooled"
         task = st.selectbox("Task", tasks, format_func=task_name, key="gap_task")
         rows = h2[(h2["task"] == task) & (h2["label_set"] == label_set)]
         metrics = [m for m in dict.fromkeys(rows["metric"]) if not m.startswith("gap_")]
@@ -35,7 +50,7 @@ def settings_ui(h2, label_sets: list[str]) -> tuple[str, str, str, str]:
         metric = st.selectbox("Metric", metrics, format_func=ui.metric_label, key="gap_metric")
         aggregation = st.radio("Group aggregation", ["pooled", "macro"], horizontal=True, key="gap_aggregation",
                                help="pooled: every query counts once; macro: every type counts once")
-    return label_set, task, metric, aggregation
+    return task, metric, aggregation
 
 
 def per_type_tab(h2, task: str, metric: str) -> None:
@@ -121,21 +136,39 @@ def texture_tab(h3, label_set: str) -> None:
     if h3 is None:
         ui.missing_results_info("h3_texture")
         return
+
     rows = h3[h3["label_set"] == label_set]
-    perturbations = list(dict.fromkeys(rows["perturbation"]))
+    if rows.empty:
+        st.info(f"No H3 rows for label set {label_set}.")
+        return
+    floor = ui.texture_floor(rows)
+    perturbations = [p for p in dict.fromkeys(rows["perturbation"]) if p != ui.FLOOR_PERTURBATION]
+    if not perturbations:
+        st.info(f"The h3_texture table has only random-pair rows for label set {label_set}.")
+        return
+
     left, right = st.columns(2)
-    perturbation = left.selectbox("Perturbation", perturbations, key="gap_h3_perturbation",
-                                  index=perturbations.index("shuffle_mean") if "shuffle_mean" in perturbations else 0)
+    default = ui.DEFAULT_PERTURBATION
+    perturbation = left.selectbox("Perturbation", perturbations, key="gap_h3_perturbation", format_func=ui.perturbation_label,
+                                  index=perturbations.index(default) if default in perturbations else 0)
     metrics = list(dict.fromkeys(rows.loc[rows["perturbation"] == perturbation, "metric"]))
-    metric = right.selectbox("Metric", metrics, key="gap_h3_metric", format_func=ui.metric_label,
+    metric = right.selectbox("Texture metric", metrics, key="gap_h3_metric", format_func=ui.metric_label,
                              index=metrics.index("cosine") if "cosine" in metrics else 0)
     rows = rows[(rows["perturbation"] == perturbation) & (rows["metric"] == metric)]
+    rows, dropped = ui.split_small_types(rows)
+    floor = floor if metric == "cosine" else {}  # the floor is a cosine, so other metrics have none
+
     st.markdown("Each sampled painting is perturbed after preprocessing and compared with its original embedding. "
                 "Patch shuffling destroys the layout and keeps texture and colour: a high cosine after shuffling "
                 "means the model relies on texture rather than composition.")
-    title = f"H3 · {ui.metric_label(metric)} after {perturbation}"
-    ui.show_figure(ui.style_figure(ui.texture_figure(rows, metric), title, ui.footer_text(rows)), rows,
+    label = ui.perturbation_label(perturbation)
+    title = f"H3 · {ui.metric_label(metric)} after {label}"
+    ui.show_figure(ui.style_figure(ui.texture_figure(rows, metric, floor), title, ui.footer_text(rows)), rows,
                    f"h3-{perturbation}-{metric}", "h3")
+
+    for caption in (ui.floor_caption(floor), ui.small_types_caption(dropped)):
+        if caption:
+            st.caption(caption)
 
 
 corpus = ui.require_corpus()
@@ -145,32 +178,28 @@ if h2 is None and h1 is None and h3 is None:
     st.info(f"No results for corpus `{corpus}` under `{ui.results_root()}`. Build them with `{ui.EVALUATE_COMMAND}`.")
     st.stop()
 
-tables = [t for t in (h1, h2, h3) if t is not None]
+# Every label set in any table is offered; `core evaluate --labels curated` adds its rows to the same tables.
+tables = [t for t in (h1, h2, paired, h3) if t is not None]
 label_sets = sorted({ls for t in tables for ls in t["label_set"].astype(str).unique()}, key=lambda s: (s != "all", s))
+label_set = label_set_ui(label_sets)
+task = None
 if h2 is not None:
-    label_set, task, metric, aggregation = settings_ui(h2, label_sets)
+    task, metric, aggregation = settings_ui(h2, label_set)
     h2 = h2[h2["label_set"] == label_set]
-else:
-    label_set = st.sidebar.radio("Label set", label_sets, horizontal=True, key="gap_label_set")
 
 per_type, groups, differences, structure, texture = st.tabs(
     ["Per type", "Additive vs narrative", "Model differences", "H1 · structure", "H3 · texture"]
 )
-with per_type:
-    if h2 is None:
-        ui.missing_results_info("h2_retrieval")
-    else:
-        per_type_tab(h2, task, metric)
-with groups:
-    if h2 is None:
-        ui.missing_results_info("h2_retrieval")
-    else:
-        group_tab(h2, task, metric, aggregation)
-with differences:
-    if h2 is None:
-        ui.missing_results_info("h2_retrieval")
-    else:
-        paired_tab(paired, task, metric, aggregation, label_set)
+for tab, draw in ((per_type, lambda: per_type_tab(h2, task, metric)),
+                  (groups, lambda: group_tab(h2, task, metric, aggregation)),
+                  (differences, lambda: paired_tab(paired, task, metric, aggregation, label_set))):
+    with tab:
+        if h2 is None:
+            ui.missing_results_info("h2_retrieval")
+        elif task is None:
+            st.info(f"No retrieval (H2) rows for label set {label_set}.")
+        else:
+            draw()
 with structure:
     structure_tab(h1, label_set)
 with texture:

@@ -19,7 +19,7 @@ def settings_ui(projections) -> tuple[str, str, list[str]]:
     with st.sidebar:
         method = st.radio("Projection", methods, horizontal=True, key="map_method", format_func=str.upper)
         color_by = st.selectbox("Colour by", list(ui.COLOR_COLUMNS), format_func=ui.COLOR_COLUMNS.get, key="map_color")
-        chosen = st.multiselect("Models", models, default=models, format_func=ui.model_name, key="map_models")
+        chosen = st.multiselect("Models", models, default=models, format_func=ui.short_model_name, key="map_models")
     return method, color_by, ui.sort_models(chosen)
 
 
@@ -53,7 +53,7 @@ def maps_ui(projections, metadata, method: str, color_by: str, models: list[str]
             rows = projections[(projections["model"] == model) & (projections["method"] == method)]
             points = rows[["id", "x", "y"]].merge(metadata.reindex(columns=METADATA_COLUMNS, fill_value=""), on="id", how="left")
             title = f"{ui.model_name(model)} · {method.upper()}"
-            footer = ui.footer_text(rows.assign(n=len(rows))) + f" · {method.upper()}"
+            footer = ui.footer_text(rows.assign(n=len(rows)), [method.upper()], width=ui.HALF_FOOTER_CHARS)
             figure = ui.style_figure(ui.projection_figure(points, color_by, selected, legend=False), title, footer,
                                      height=MAP_HEIGHT, tick_space=10)
             # The download carries its own legend, because the page's shared legend stays behind.
@@ -93,6 +93,7 @@ def neighbours_ui(corpus: str, metadata, selected: str) -> None:
                 st.warning(str(error.args[0]))
                 continue
             st.html(ui.result_cards_html(hits, str(row["type"] or "")))
+        st.caption(ui.corpus_credit(indexes))
 
 
 corpus = ui.require_corpus()
@@ -110,7 +111,8 @@ method, color_by, models = settings_ui(projections)
 if not models:
     st.info("Choose at least one model in the sidebar.")
     st.stop()
-st.caption("Hover a point for its title, artist and type; click it (or find it below) to see its neighbours in every model.")
+st.caption("Hover a point for its title, artist and type; click it (or find it below) to see its neighbours in every model. "
+           "Where points overlap, a click picks the top-most one; **Find a painting** selects an exact one.")
 finder_ui(metadata)
 selected = st.session_state.get(SELECTED_KEY, "")
 maps_ui(projections, metadata, method, color_by, models, selected)

@@ -14,7 +14,10 @@ PRESENTER_CSS = """<style>
 [data-testid="stMain"] [data-testid="stMarkdownContainer"] li { font-size: 30px; line-height: 1.4; }
 [data-testid="stMain"] h2 { font-size: 46px; }
 [data-testid="stMain"] h1, section[data-testid="stSidebar"] { display: none; }
-</style>"""  # the slide gets the whole screen: no sidebar, no page title
+[data-testid="stMain"] .sg-chip { font-size: 30px; gap: 12px; margin-right: 28px; }
+[data-testid="stMain"] .sg-dot { width: 30px; height: 30px; border-width: 2px; }
+</style>"""  # the slide gets the whole screen: no sidebar, no page title; colour chips grow with the text
+SLIDE_CHART_HEIGHT = 430  # a chart on a slide, so that the slide fits a 1440x900 screen
 
 
 @dataclass
@@ -26,6 +29,7 @@ class Study:
     h1: pd.DataFrame | None
     h2: pd.DataFrame | None
     h3: pd.DataFrame | None
+    chart_height: int = ui.CHART_HEIGHT  # smaller in the presenter view
 
 
 def fmt_interval(row: pd.Series, digits: int = 2) -> str:
@@ -77,7 +81,8 @@ def split_section(study: Study) -> None:
         "narrative paintings; the rest are studies, other types or untyped, and stay out of group figures."
     )
     table = study.metadata[["type"]].assign(n=1).groupby("type", as_index=False)["n"].sum()
-    figure = ui.style_figure(ui.type_counts_figure(study.metadata), "Paintings per art type", f"corpus {study.corpus} · n = {len(study.metadata):,}")
+    figure = ui.style_figure(ui.type_counts_figure(study.metadata), "Paintings per art type",
+                             f"corpus {study.corpus} · n = {len(study.metadata):,}", height=study.chart_height)
     ui.show_figure(figure, table, "type-counts", "method-types")
 
 
@@ -107,7 +112,8 @@ def structure_section(study: Study) -> None:
             lines.append(f"- {ui.model_name(model)}: type ratio {fmt_interval(ratio.iloc[0])}, shuffled {shuffled.iloc[0]['value']:.2f}")
     if lines:
         st.markdown("\n".join(lines))
-    figure = ui.style_figure(ui.structure_figure(rows), f"H1 · structure ratio per attribute ({subset} subset)", ui.footer_text(rows))
+    figure = ui.style_figure(ui.structure_figure(rows), f"H1 · structure ratio per attribute ({subset} subset)",
+                             ui.footer_text(rows), height=study.chart_height)
     ui.show_figure(figure, rows, "h1-structure", "method-h1")
 
 
@@ -134,7 +140,8 @@ def gap_section(study: Study) -> None:
             f"Here the gap factor of {ui.metric_label(metric)} runs from **{low['value']:.2f}×** "
             f"({ui.model_name(low['model'])}) to **{high['value']:.2f}×** ({ui.model_name(high['model'])})."
         )
-    figure = ui.style_figure(ui.gap_figure(rows, metric), "H2 · gap factor (image → image, pooled)", ui.footer_text(rows))
+    figure = ui.style_figure(ui.gap_figure(rows, metric), "H2 · gap factor (image → image, pooled)", ui.footer_text(rows),
+                             height=study.chart_height)
     ui.show_figure(figure, rows, "h2-gap-factor", "method-h2")
 
 
@@ -147,18 +154,36 @@ def texture_section(study: Study) -> None:
     if study.h3 is None:
         ui.missing_results_info("h3_texture")
         return
+
     rows = label_set_rows(study.h3)
-    perturbation = "shuffle_mean" if (rows["perturbation"] == "shuffle_mean").any() else rows["perturbation"].iloc[0]
+    floor = ui.texture_floor(rows)
+    rows = rows[rows["perturbation"] != ui.FLOOR_PERTURBATION]
+    if rows.empty:
+        st.info("The h3_texture table has no perturbation rows.")
+        return
+    default = ui.DEFAULT_PERTURBATION
+    perturbation = default if (rows["perturbation"] == default).any() else rows["perturbation"].iloc[0]
     rows = rows[(rows["perturbation"] == perturbation) & (rows["metric"] == "cosine")]
     if rows.empty:
         st.info("The h3_texture table has no cosine rows.")
         return
+
+    label = ui.perturbation_label(perturbation)
     overall = rows[rows["type"] == "all"]
-    lines = [f"- {ui.model_name(r['model'])}: cosine {fmt_interval(r)}" for _, r in overall.iterrows()]
+    lines = []
+    for _, row in overall.iterrows():
+        floor_text = f", random-pair floor {floor[row['model']]:.2f}" if row["model"] in floor else ""
+        lines.append(f"- {ui.model_name(row['model'])}: cosine {fmt_interval(row)}{floor_text}")
     if lines:
-        st.markdown(f"Mean cosine to the original after {perturbation}:\n" + "\n".join(lines))
-    figure = ui.style_figure(ui.texture_figure(rows, "cosine"), f"H3 · cosine after {perturbation}", ui.footer_text(rows))
+        st.markdown(f"Mean cosine to the original after {label}:\n" + "\n".join(lines))
+
+    rows, dropped = ui.split_small_types(rows)
+    figure = ui.style_figure(ui.texture_figure(rows, "cosine", floor), f"H3 · cosine after {label}", ui.footer_text(rows),
+                             height=study.chart_height)
     ui.show_figure(figure, rows, "h3-texture", "method-h3")
+    for caption in (ui.floor_caption(floor), ui.small_types_caption(dropped)):
+        if caption:
+            st.caption(caption)
 
 
 def conclusion_section(study: Study) -> None:
@@ -182,13 +207,29 @@ def conclusion_section(study: Study) -> None:
                  f"{ui.REFERENCE_GAP[0]}×–{ui.REFERENCE_GAP[1]}×.")
     if study.h3 is not None:
         h3 = label_set_rows(study.h3)
-        overall = h3[(h3["type"] == "all") & (h3["perturbation"] == "shuffle_mean") & (h3["metric"] == "cosine")]
+        overall = h3[(h3["type"] == "all") & (h3["perturbation"] == ui.DEFAULT_PERTURBATION) & (h3["metric"] == "cosine")]
         if len(overall):
-            top = overall.loc[overall["value"].idxmax()]
-            lines.append(f"- The strongest texture reliance: {ui.model_name(top['model'])} (cosine {top['value']:.2f} after patch shuffling).")
+            lines.append(texture_conclusion(overall, ui.texture_floor(h3)))
     st.markdown("\n".join(lines))
     st.markdown("Every number above is read live from the result tables; rebuild them with "
                 f"`{ui.EVALUATE_COMMAND}` after changing the corpus or the models.")
+
+
+def texture_conclusion(overall: pd.DataFrame, floor: dict[str, float]) -> str:
+    """Name the model that relies most on texture, comparing models above their own floors when known.
+
+    Reliance above the floor is (cosine - floor) / (1 - floor): the share of the distance from a random
+    pair to an identical copy that survives the patch shuffles, as in `python -m core report`.
+    """
+    floors = overall["model"].map(floor)
+    if floors.notna().all():
+        reliance = (overall["value"] - floors) / (1 - floors)
+        top = overall.loc[reliance.idxmax()]
+        return (f"- The strongest texture reliance above the random-pair floor: {ui.model_name(top['model'])} "
+                f"(cosine {top['value']:.2f} after patch shuffling, floor {floor[top['model']]:.2f}, "
+                f"reliance above floor {reliance.max():.2f}).")
+    top = overall.loc[overall["value"].idxmax()]
+    return f"- The strongest texture reliance: {ui.model_name(top['model'])} (cosine {top['value']:.2f} after patch shuffling)."
 
 
 SECTIONS = [
@@ -207,13 +248,15 @@ def move_slide(step: int) -> None:
 
 def presenter_ui() -> bool:
     """Draw the presenter toggle and, when on, the slide controls, and return whether it is on."""
-    presenter = st.toggle("Presenter view: one section at a time, large type", key="method_presenter")
+    # The toggle and the slide controls share one row, so a slide keeps most of a 1440x900 screen.
+    switch, previous, position, following = st.columns([1.4, 1, 1, 1], vertical_alignment="center")
+    presenter = switch.toggle("Presenter view", key="method_presenter", help="One section at a time, in large type.")
     if presenter:
         st.html(PRESENTER_CSS)
-        previous, position, following = st.columns([1, 2, 1], vertical_alignment="center")
-        previous.button("◀ Previous", on_click=move_slide, args=(-1,), width="stretch")
-        following.button("Next ▶", on_click=move_slide, args=(1,), width="stretch")
-        position.markdown(f"Slide {st.session_state.get('method_slide', 0) + 1} of {len(SECTIONS)}")
+        slide = st.session_state.get("method_slide", 0)
+        previous.button("◀ Previous", on_click=move_slide, args=(-1,), width="stretch", disabled=slide == 0)
+        following.button("Next ▶", on_click=move_slide, args=(1,), width="stretch", disabled=slide == len(SECTIONS) - 1)
+        position.markdown(f"Slide {slide + 1} of {len(SECTIONS)}")
     return presenter
 
 
@@ -221,6 +264,7 @@ corpus = ui.require_corpus()
 study = Study(corpus, ui.load_corpus_table(corpus), *(ui.load_table(corpus, n) for n in ("h1_structure", "h2_retrieval", "h3_texture")))
 st.title("How the study works")
 if presenter_ui():
+    study.chart_height = SLIDE_CHART_HEIGHT
     title, draw = SECTIONS[st.session_state.get("method_slide", 0)]
     st.header(title)
     draw(study)

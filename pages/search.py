@@ -20,7 +20,7 @@ def options_ui(models: list[str], options: dict[str, list[str]]) -> tuple[list[s
         st.session_state[key] = [v for v in st.session_state.get(key, []) if v in values]
 
     with st.sidebar:
-        chosen = st.multiselect("Models", models, key="search_models", format_func=ui.model_name)
+        chosen = st.multiselect("Models", models, key="search_models", format_func=ui.short_model_name)
         k = st.slider("Top-k", *ui.K_RANGE, key="search_k")
         with st.expander("Filters", expanded=any(st.session_state.get(f"search_filter_{c}") for c in options)):
             filters = {
@@ -66,7 +66,7 @@ def upload_ui(types: list[str]) -> ui.Query | None:
     )
     chosen_type = art_type.selectbox(
         "Its art type, if known (marks results of that type)", [""] + types, key="search_upload_type",
-        format_func=lambda t: t or "unknown",
+        format_func=lambda t: t or "not given",
     )
     if file is None:
         return None
@@ -79,11 +79,24 @@ def upload_ui(types: list[str]) -> ui.Query | None:
     return ui.Query("upload", file.name, image=image, type=chosen_type, details=details)
 
 
-def preview_ui(query: ui.Query) -> None:
+def results_header_ui(query: ui.Query, k: int, mode: str, credit: str, answers: list[ui.ModelAnswer]) -> None:
+    """Draw the query preview beside the results heading, and the PNG download of the grid."""
+    widths = [1, 4, 1.3] if query.image is not None else [4, 1.3]
+    columns = st.columns(widths, vertical_alignment="bottom")
     if query.image is not None:
-        st.image(query.image, width=190)
-    st.markdown(f"**{query.label}**")
-    st.caption(" · ".join(query.details))
+        columns[0].image(query.image, width=140)
+    header, export = columns[-2:]
+    header.markdown(f"**Query: {query.label}**" + (f" · {' · '.join(query.details)}" if query.details else ""))
+    header.subheader(f"Top-{k} of each model")
+    if mode == "upload":
+        header.caption("An uploaded image cannot be put in a link: the page URL keeps only the models, k and filters.")
+    else:
+        header.caption("This query is in the page URL: copy the address into a slide to come back to it.")
+    export.download_button(
+        "Results as PNG", data=lambda: ui.compose_result_grid(query, answers, k, credit),
+        file_name="semantic-gap-results.png", mime="image/png", icon=":material/download:", on_click="ignore",
+        help="The query and every model's top-k in one image, for slides.",
+    )
 
 
 corpus = ui.require_corpus()
@@ -95,14 +108,12 @@ ui.apply_search_params(list(indexes), options)
 st.title("Search")
 models, k, filters = options_ui(list(indexes), options)
 mode = st.radio("Query by", ui.SEARCH_MODES, format_func=ui.MODE_LABELS.get, horizontal=True, key="search_mode")
-controls, preview = st.columns([4, 1.3])
-with controls:
-    if mode == "painting":
-        query = painting_ui(metadata)
-    elif mode == "text":
-        query = text_ui()
-    else:
-        query = upload_ui(options.get("type", []))
+if mode == "painting":
+    query = painting_ui(metadata)
+elif mode == "text":
+    query = text_ui()
+else:
+    query = upload_ui(options.get("type", []))
 ui.write_search_params(query, models, k, filters)
 
 if query is None:
@@ -115,22 +126,9 @@ if query is None:
 if not models:
     st.info("Choose at least one model in the sidebar.")
     st.stop()
-if query.image is not None or query.details:
-    with preview:
-        preview_ui(query)
-
 answers = ui.answer_query(query, indexes, models, k, ui.active_filters(filters))
-header, export = st.columns([4, 1.3], vertical_alignment="bottom")
-header.subheader(f"Top-{k} of each model")
-if mode == "upload":
-    header.caption("An uploaded image cannot be put in a link: the page URL keeps only the models, k and filters.")
-else:
-    header.caption("This query is in the page URL: copy the address into a slide to come back to it.")
 credit = ui.corpus_credit(indexes)
-export.download_button(
-    "Results as PNG", data=lambda: ui.compose_result_grid(query, answers, k, credit), file_name="semantic-gap-results.png",
-    mime="image/png", icon=":material/download:", on_click="ignore", help="The query and every model's top-k in one image, for slides.",
-)
+results_header_ui(query, k, mode, credit, answers)
 if query.type:
     st.html(
         f'<div class="sg-chip">A <span class="sg-dot" style="background:{ui.type_color(query.type)}"></span>'

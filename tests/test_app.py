@@ -23,7 +23,7 @@ import core.encoders
 import ui
 from core.search import Searcher
 from core.index import load_model_index
-from core.types import TYPE_COLORS
+from core.types import GROUP_COLORS, TYPE_COLORS
 from tests import app_fixtures
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -160,6 +160,16 @@ def test_corpus_selector_with_two_corpora(built, tmp_path, monkeypatch):
     assert at.query_params["corpus"] == "second-corpus"
 
 
+def test_corpora_come_from_indexes_only(built, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    shutil.copytree(built.results / app_fixtures.CORPUS, results / app_fixtures.CORPUS)
+    shutil.copytree(built.results / app_fixtures.CORPUS, results / f"{app_fixtures.CORPUS}-curated")
+    _use_artefacts(monkeypatch, built.indexes, results)
+    assert ui.list_corpora() == [app_fixtures.CORPUS]
+    at = run_app("pages/gap.py")
+    assert not [box for box in at.sidebar.selectbox if box.key == "corpus_choice"], "one corpus needs no selector"
+
+
 # ---------------------------------------------------------------------------------------------
 # Search
 
@@ -236,6 +246,7 @@ def test_upload_corrupt_bytes_shows_error_and_page_works(app_env):
     at.file_uploader[0].upload("broken.png", b"\x89PNG\r\n\x1a\nnot really", "image/png").run()
     assert not at.exception
     assert "broken.png could not be read" in texts(at.error)
+    assert "damaged or incomplete" in texts(at.error)
 
     at.radio(key="search_mode").set_value("text").run()
     at.text_input(key="search_text").input("a religious painting").run()
@@ -258,6 +269,22 @@ def test_read_upload_rejects_bad_input():
         ui.read_upload("notes.txt", b"just text")
     with pytest.raises(ui.UploadError, match="empty"):
         ui.read_upload("empty.png", b"")
+
+
+def test_upload_message_depends_on_cause():
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), (120, 40, 20)).save(jpeg, format="JPEG")
+    with pytest.raises(ui.UploadError) as truncated:
+        ui.read_upload("cut.jpg", jpeg.getvalue()[:200])
+    assert "cut.jpg" in str(truncated.value)
+    assert "damaged or incomplete; export it again from its source" in str(truncated.value)
+    assert "Supported formats" not in str(truncated.value)
+
+    with pytest.raises(ui.UploadError) as text_file:
+        ui.read_upload("notes.jpg", b"just text, whatever the extension says")
+    assert "notes.jpg" in str(text_file.value)
+    assert "Supported formats: JPEG, PNG, WebP or TIFF" in str(text_file.value)
+    assert "damaged" not in str(text_file.value)
 
 
 def test_query_params_round_trip(app_env):
@@ -316,6 +343,14 @@ def test_result_grid_png(app_env):
     assert image.height > 4 * ui.GRID_THUMB
 
 
+def test_credit_names_corpus_without_path(app_env):
+    index = load_model_index(app_env.indexes / app_fixtures.CORPUS / "effnet-lite0")
+    credit = ui.corpus_credit({"effnet-lite0": index})
+    assert f"“{app_fixtures.CORPUS}”" in credit
+    assert str(app_env.root) not in credit
+    assert "/" not in credit
+
+
 # ---------------------------------------------------------------------------------------------
 # Gap, Map, Method
 
@@ -346,9 +381,91 @@ def test_gap_page_metric_and_task_switch(app_env):
     assert len(at.get("plotly_chart")) >= 4
 
 
+def _chart_specs(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def _chart_titled(at: AppTest, start: str) -> dict:
+    specs = [s for s in _chart_specs(at) if s["layout"]["title"]["text"].startswith(start)]
+    assert specs, f"no chart titled {start!r}"
+    return specs[0]
+
+
+def test_gap_texture_leaves_out_small_types(app_env):
+    h3 = _fixture_table(app_env, "h3_texture")
+    rows = h3[(h3["perturbation"] == "shuffle_mean") & (h3["metric"] == "cosine")]
+    small = set(rows.loc[(rows["n"] < ui.MIN_TEXTURE_N) & ~rows["type"].isin(["all", "additive", "narrative"]), "type"])
+    assert small, "the fixture's H3 sample should have types below the minimum"
+
+    at = run_app("pages/gap.py")
+    spec = _chart_titled(at, "H3 · ")
+    bars = [t for t in spec["data"] if t["type"] == "bar"]
+    shown = {x for bar in bars for x in bar["x"]}
+    assert "all" in shown
+    assert not shown & small
+    assert all("n = " in bar["hovertemplate"] for bar in bars)
+    captions = texts(at.caption)
+    assert f"fewer than {ui.MIN_TEXTURE_N} sampled paintings are left out" in captions
+    for art_type in small:
+        assert f"{art_type} (" in captions
+
+
+def test_gap_texture_shows_floor_and_readable_names(app_env):
+    h3 = _fixture_table(app_env, "h3_texture")
+    floor = ui.texture_floor(h3)
+    assert floor, "the fixture's h3_texture table should have random_pair rows"
+
+    at = run_app("pages/gap.py")
+    options = at.selectbox(key="gap_h3_perturbation").options
+    assert "patch shuffle (mean of 2×2, 4×4, 8×8)" in options
+    assert "patch shuffle 4×4" in options
+    assert not any("shuffle_mean" in o or "random" in o for o in options), "the floor is no perturbation to pick"
+    spec = _chart_titled(at, "H3 · ")
+    assert "shuffle_mean" not in spec["layout"]["title"]["text"]
+    lines = [t for t in spec["data"] if t.get("name") == "random pair (floor)"]
+    assert len(lines) == len(floor)
+    assert sorted(line["y"][0] for line in lines) == sorted(floor.values())
+    assert "floor" in texts(at.caption)
+    assert "shuffle_mean" not in texts(at.markdown)
+
+
+def test_perturbation_labels_are_readable():
+    assert ui.perturbation_label("shuffle_mean") == "patch shuffle (mean of 2×2, 4×4, 8×8)"
+    assert ui.perturbation_label("shuffle2") == "patch shuffle 2×2"
+    assert ui.perturbation_label("random_pair") == "random pair (floor)"
+    assert ui.perturbation_label("grayscale") == "grayscale"
+
+
+def test_gap_offers_every_label_set(built, tmp_path, monkeypatch):
+    results = tmp_path / "results" / app_fixtures.CORPUS
+    results.mkdir(parents=True)
+    for name in ("h1_structure", "h2_retrieval", "h2_paired", "h3_texture"):
+        table = pd.read_parquet(built.results / app_fixtures.CORPUS / f"{name}.parquet")
+        both = pd.concat([table, table.assign(label_set="curated")], ignore_index=True)
+        both.to_parquet(results / f"{name}.parquet")
+    _use_artefacts(monkeypatch, built.indexes, tmp_path / "results")
+    at = run_app("pages/gap.py")
+    assert at.sidebar.radio(key="gap_label_set").options == ["all", "curated"]
+    at.sidebar.radio(key="gap_label_set").set_value("curated").run()
+    assert not at.exception
+    assert "label set curated" in _chart_titled(at, "H3 · ")["layout"]["annotations"][-1]["text"]
+
+
+def test_gap_sidebar_marks_h2_settings(app_env):
+    at = run_app("pages/gap.py")
+    assert "Retrieval settings (H2 tabs)" in texts(at.sidebar.markdown)
+    assert "apply to the Per type, Additive vs narrative and Model differences tabs only" in texts(at.sidebar.caption)
+    assert at.selectbox(key="gap_h3_metric").label == "Texture metric"
+
+
 def test_map_page_renders_and_shows_neighbours(app_env):
     at = run_app("pages/map.py")
     assert len(at.get("plotly_chart")) == 3
+    for spec in _chart_specs(at):
+        footer = spec["layout"]["annotations"][-1]["text"]
+        assert all(len(line) <= ui.HALF_FOOTER_CHARS + 20 for line in footer.split("<br>")), footer
+    assert "top-most" in texts(at.caption)
+    assert "unknown" not in html_texts(at)
     at.session_state["map_selected"] = QUERY_ID
     at.run()
     assert not at.exception
@@ -372,8 +489,15 @@ def test_method_page_and_presenter_view(app_env):
     assert "gap factor" in texts(at.markdown)
     at.toggle(key="method_presenter").set_value(True).run()
     assert [h.value for h in at.header] == ["The question"]
+    assert at.button[0].disabled, "Previous is disabled on the first slide"
+    assert not at.button[1].disabled
     at.button[1].click().run()
     assert [h.value for h in at.header] == ["Additive and narrative art"]
+    assert not at.button[0].disabled
+    for _ in range(len(headers) - 2):
+        at.button[1].click().run()
+    assert [h.value for h in at.header] == ["Conclusion"]
+    assert at.button[1].disabled, "Next is disabled on the last slide"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,7 +520,21 @@ def test_charts_are_projector_sized(app_env):
         assert axis.tickfont.size >= 18
     bars = [t for t in fig.data if t.type == "bar"]
     for bar in bars:
-        assert list(bar.marker.color) == [TYPE_COLORS[t] for t in bar.x]
+        assert list(bar.marker.color) == [ui.type_color(t) for t in bar.x]
+    assert layout.title.pad.t == ui.MODEBAR_PX, "the title starts below the modebar icons"
+    assert layout.margin.t >= 80 + ui.MODEBAR_PX
+
+
+def test_gap_band_below_bars(app_env):
+    h2 = _fixture_table(app_env, "h2_retrieval")
+    gaps = h2[(h2["task"] == "image_to_image") & (h2["metric"] == "gap_err_p@10") & (h2["group"] == "gap")
+              & (h2["aggregation"] == "pooled")]
+    fig = ui.style_figure(ui.gap_figure(gaps, "p@10"), "title", ui.footer_text(gaps))
+    assert [shape.layer for shape in fig.layout.shapes] == ["below", "below"]
+    label = next(a for a in fig.layout.annotations if a.text == "1.0 = no gap")
+    assert label.xref == "paper", "the label sits right of the plot"
+    assert label.x == 1
+    assert label.xanchor == "left"
 
 
 def test_footer_names_checksum_label_set_n_seed(app_env):
@@ -423,6 +561,29 @@ def test_type_colours_shared_across_pages():
     assert ui.type_color("mythological") == TYPE_COLORS["mythological"]
     assert ui.ordered_types(["religious", "zzz", "portrait", ""]) == ["portrait", "religious", "zzz"]
     assert np.all([c.startswith("#") for c in ui.category_colors("school", ["Dutch", "Flemish"]).values()])
+
+
+def test_group_colours_differ_from_type_colours():
+    groups = {GROUP_COLORS["additive"], GROUP_COLORS["narrative"]}
+    assert len(groups) == 2
+    type_colours = {ui.type_color(t) for t in TYPE_COLORS} | set(TYPE_COLORS.values())
+    assert not groups & type_colours
+
+
+def test_neutral_greys_and_untyped_label():
+    greys = [ui.type_color(t) for t in ("study", "other", "")]
+    levels = sorted(int(c[1:3], 16) for c in greys)
+    assert len(set(greys)) == 3
+    assert min(b - a for a, b in zip(levels, levels[1:])) >= 40, f"grey levels too close: {greys}"
+    chips = ui.category_chips_html("type", ["portrait", ""])
+    assert "untyped" in chips
+    assert "unknown" not in chips
+    points = pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0], "id": ["a", "b"], "title": ["A", "B"],
+                           "artist": ["", ""], "type": ["portrait", ""]})
+    fig = ui.projection_figure(points, "type")
+    untyped = next(t for t in fig.data if t.name == "untyped")
+    assert untyped.marker.symbol != "circle"
+    assert fig.data[0].name == "untyped", "untyped points lie under the typed ones"
 
 
 def test_download_file_names_are_portable():

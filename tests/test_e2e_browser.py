@@ -223,7 +223,10 @@ def test_search_upload_text_and_pages(app_url, browser, shots, tmp_path):
     settle(browser)
     assert_no_exception(browser)
     assert len(browser.find_elements(By.CSS_SELECTOR, ".sg-card")) == 8
-    assert "cannot be put in a link" in browser.find_element(By.TAG_NAME, "body").text
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "cannot be put in a link" in body
+    assert f"Reproductions from the corpus “{SAMPLE_NAME}”." in body, "the credit names the corpus, not its folder"
+    assert str(sample) not in body
     shots(browser, "search-upload", full_page=True)
 
     # Corrupt bytes with an image extension: a clear error, and the page keeps working.
@@ -233,6 +236,9 @@ def test_search_upload_text_and_pages(app_url, browser, shots, tmp_path):
     wait_for_text(browser, "broken.jpg could not be read")
     settle(browser)
     assert_no_exception(browser)
+    message = browser.find_element(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]').text
+    assert "damaged or incomplete" in message, "a JPEG that fails to decode is damaged, not of the wrong format"
+    assert "Supported formats" not in message
     shots(browser, "search-upload-corrupt")
 
     # A text query: effnet-lite0 has no text tower, and the page shows a message instead of results.
@@ -250,6 +256,7 @@ def test_search_upload_text_and_pages(app_url, browser, shots, tmp_path):
         settle(browser)
         wait_for_text(browser, marker)
         assert_no_exception(browser)
+        assert "shuffle_mean" not in browser.find_element(By.TAG_NAME, "body").text
         shots(browser, page, full_page=True)
 
     # Click the first point of the first map: its painting and neighbours appear below the maps.
