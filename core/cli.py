@@ -39,6 +39,16 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -91,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", action="append", type=_key_value, default=[], metavar="MODEL=PATH",
         help="local weights file or folder for a model (repeatable)",
     )
-    embed.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    embed.add_argument("--batch-size", type=_positive_int, default=32, help="images per forward pass (default: 32)")
     embed.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding processes (default: up to 4)")
     embed.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     embed.add_argument("--pad", action="store_true", help="letterbox images to a square instead of centre-cropping them")
@@ -107,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--image", type=Path, help="image file query")
     query.add_argument("--id", dest="corpus_id", help="corpus id query")
     search.add_argument("--weights", help="local weights file or folder for the model's encoder")
-    search.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
+    search.add_argument("-k", type=_positive_int, default=10, help="number of results (default: 10)")
 
     align = commands.add_parser("align", help="train a text tower for an image-only CNN and register it as a model")
     align.add_argument("--index", type=Path, required=True, help="corpus folder of indexes holding the CNN's index, e.g. indexes/wikiart-baroque-rococo")
@@ -169,11 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_model_names(models: list[str], indexes_root: Path) -> None:
+    """Reject unknown model names before any model is loaded or any image encoded."""
+    from core.encoders import OPEN_CLIP_PREFIX, default_weights, list_models
+
+    known = set(list_models())
+    unknown = [m for m in models if m not in known and not m.startswith(OPEN_CLIP_PREFIX) and default_weights(m, indexes_root) is None]
+    if unknown:
+        raise ValueError(
+            f"Unknown model(s) {', '.join(unknown)}. Valid models: {', '.join(sorted(known))}, or "
+            "open_clip:<ARCH>/<pretrained tag>. A CNN with a text tower (e.g. effnet-lite0+minilm) exists "
+            "once `python -m core align` has trained it."
+        )
+
+
 def run_embed_command(args: argparse.Namespace) -> int:
     from core.embed import EmbedConfig, run_embed
     from core.images import DEFAULT_MAX_MEGAPIXELS
     from core.index import IndexConfig
 
+    check_model_names(args.models, args.out)
     started = time.perf_counter()
     corpus = load_corpus_from_args(args)
     load_seconds = time.perf_counter() - started
@@ -212,18 +237,22 @@ def run_search_command(args: argparse.Namespace) -> int:
     from core.index import load_model_index
     from core.search import Searcher, check_encoder_matches
 
+    if args.text is not None and not args.text.strip():
+        raise ValueError("The text query is empty; type a description such as --text 'a mythological painting'.")
     model_index = load_model_index(args.index / args.model)
-    if args.corpus_id:
+    if args.corpus_id is not None:
         result = Searcher(model_index).by_id(args.corpus_id, args.k)
     else:
         weights = args.weights or default_weights(model_index.model, args.index.parent)
         encoder = create_encoder(model_index.model, weights=weights, resize_mode=model_index.manifest["preprocess"]["resize_mode"])
         check_encoder_matches(encoder, model_index.manifest)
         searcher = Searcher(model_index, encoder)
-        result = searcher.by_text(args.text, args.k) if args.text else searcher.by_image(load_image(args.image), args.k)
-    columns = ["rank", "score", "type", "artist", "title", "id"]
+        result = searcher.by_text(args.text, args.k) if args.text is not None else searcher.by_image(load_image(args.image), args.k)
+    hits = result.hits[["rank", "score", "type", "artist", "title", "id"]].copy()
+    # Ids stay whole so that they can be pasted back into --id; long titles are shortened.
+    hits["title"] = [title if len(title) <= 48 else title[:47] + "…" for title in hits["title"].astype(str)]
     print(f"{result.model}: top-{args.k} for {result.query!r}")
-    print(result.hits[columns].to_string(index=False, max_colwidth=48))
+    print(hits.to_string(index=False))
     return 0
 
 
@@ -344,6 +373,8 @@ def run_project_command(args: argparse.Namespace) -> int:
 def run_report_command(args: argparse.Namespace) -> int:
     from core.report import build_report
 
+    if not args.results.is_dir():
+        raise FileNotFoundError(f"Results folder {args.results} does not exist; build it with `python -m core evaluate`.")
     folders = [args.results] if (args.results / "h2_retrieval.parquet").is_file() or (args.results / "h1_structure.parquet").is_file() else sorted(
         p for p in args.results.iterdir() if p.is_dir()
     )
@@ -376,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:
+        # faiss logs each CPU-specific build it could not load, which reads like an error.
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:

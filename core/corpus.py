@@ -243,6 +243,12 @@ def detect_layout(path: Path, options: CorpusOptions) -> tuple[str, list[Path]]:
             return "manifest", candidates
     if layout in (None, "semart") and semart_files:
         return "semart", semart_files
+    ignored = [p.name for p in _top_level_csvs(path) if p not in semart_files]
+    if layout is None and ignored:
+        logger.warning(
+            "Ignored %s: no image column found (expected one of %s, ...). Name it with --column image=NAME "
+            "or --manifest FILE to read it as the manifest.", ", ".join(ignored), ", ".join(COLUMN_ALIASES["image"][:4]),
+        )
     if layout == "semart":
         raise CorpusError(f"No SemArt split files (semart_train.csv, semart_val.csv, semart_test.csv) in {path}.")
     class_folders = _class_folders(path)
@@ -322,7 +328,7 @@ def _empty_message(path: Path, layout: str, report: ValidationReport) -> str:
     if report.missing_files:
         shown = ", ".join(p or f"{id} (no image)" for id, p in report.missing_files[:3])
         message += (f" Image files not found, e.g. {shown}. Manifest image paths are read relative to the "
-                    "CSV's folder; pass require_images=False to load the table without images.")
+                    "CSV's folder: check that the images sit where the manifest says.")
     return message
 
 
@@ -411,7 +417,10 @@ def read_csv(path: Path, encoding: str | None = None) -> tuple[pd.DataFrame, str
         raise CorpusError(f"Cannot read {path}: {error}") from error
     text, note = decode_bytes(data, encoding)
     text = text.lstrip("\ufeff")
-    delimiter = sniff_delimiter(text)
+    try:
+        delimiter = sniff_delimiter(text)
+    except csv.Error as error:
+        raise CorpusError(f"Cannot parse {path} as a CSV table ({error}); is it a text file?") from error
     logger.info("Reading %s: encoding %s, delimiter %r", path.name, note, delimiter)
     try:
         frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False)

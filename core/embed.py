@@ -24,7 +24,7 @@ from core.corpus import Corpus, corpus_fingerprint
 from core.encoders import create_encoder, default_weights
 from core.encoders.base import Encoder
 from core.images import DEFAULT_MAX_MEGAPIXELS, ImageDecodeError, file_sha256, load_image
-from core.index import IndexConfig, write_json_atomic, write_model_index, write_text_atomic
+from core.index import CORPUS_FILE, IndexConfig, write_json_atomic, write_model_index, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +250,12 @@ def embed_model(
     started = time.perf_counter()
     keep = [row for row in rows if table["id"].iat[row] not in run.failed]
     run.embedded = len(keep)
+    if not keep:
+        examples = "; ".join(f"{corpus_id}: {reason}" for corpus_id, reason in list(run.failed.items())[:3])
+        raise ValueError(
+            f"{model}: none of the {len(rows)} images could be embedded, so no index was written. "
+            f"First failures: {examples}"
+        )
     embeddings = np.stack([cache.vectors[hashes[row]] for row in keep]).astype(np.float32)  # (n, d)
     manifest = {
         "model": encoder.name,
@@ -298,5 +304,6 @@ def run_embed(corpus: Corpus, config: EmbedConfig) -> list[ModelRun]:
         corpus_dir.mkdir(parents=True, exist_ok=True)
         corpus.table[kept].reset_index(drop=True).to_parquet(corpus_dir / "corpus.parquet", index=False)
         write_json_atomic(corpus_dir / "validation.json", corpus.report.to_dict())
+        write_json_atomic(corpus_dir / CORPUS_FILE, {"name": corpus.name, "root": str(corpus.root), "fingerprint": fingerprint})
         write_text_atomic(corpus_dir / "validation.md", corpus.report.to_markdown())
     return runs

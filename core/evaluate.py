@@ -365,6 +365,8 @@ def evaluate_corpus(corpus_dir: Path, out_dir: Path, config: EvaluateConfig) -> 
 def _pick(table: pd.DataFrame, **conditions) -> float:
     mask = np.ones(len(table), dtype=bool)
     for column, value in conditions.items():
+        if column not in table.columns:
+            return float("nan")
         mask &= (table[column] == value).to_numpy()
     values = table.loc[mask, "value"]
     return float(values.iloc[0]) if len(values) else float("nan")
@@ -373,7 +375,10 @@ def _pick(table: pd.DataFrame, **conditions) -> float:
 def model_summary(data: ModelData, tables: dict, pool_name: str, timings: dict, config: EvaluateConfig) -> dict:
     """Return the headline figures of one model."""
     h1 = tables["h1_structure"][-1]
-    h2 = next(t for t in reversed(tables["h2_retrieval"]) if (t["model"] == data.name).all() and (t["task"] == "image_to_image").any())
+    h2 = next(
+        (t for t in reversed(tables["h2_retrieval"]) if (t["model"] == data.name).all() and (t["task"] == "image_to_image").any()),
+        pd.DataFrame(columns=["task", "group", "aggregation", "metric", "value"]),
+    )
     k = max(config.ks)
     summary = {
         **data.footer,
@@ -393,12 +398,30 @@ def model_summary(data: ModelData, tables: dict, pool_name: str, timings: dict, 
     if data.encoder is not None and tables["h3_texture"] and (tables["h3_texture"][-1]["model"] == data.name).all():
         h3 = tables["h3_texture"][-1]
         summary["h3_texture_reliance"] = _pick(h3, type="all", perturbation="shuffle_mean", metric="cosine")
-    return json.loads(json.dumps(summary, default=float))
+    return _without_nan(json.loads(json.dumps(summary, default=float)))
+
+
+def _without_nan(value):
+    """Replace NaN by None, so the summary is valid JSON (a measurement that could not be made)."""
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nan(item) for item in value]
+    return None if isinstance(value, float) and value != value else value
 
 
 def corpus_dirs(indexes: Path) -> list[Path]:
     """Return the corpus folders under an indexes root, or the folder itself when it is one."""
     indexes = Path(indexes)
+    hint = "Build indexes with `python -m core embed --corpus PATH --models effnet-lite0 --out INDEXES`."
+    if not indexes.is_dir():
+        raise FileNotFoundError(f"Indexes folder {indexes} does not exist. {hint}")
     if any((child / "manifest.json").is_file() for child in indexes.iterdir() if child.is_dir()):
         return [indexes]
-    return sorted(child for child in indexes.iterdir() if child.is_dir() and not child.name.startswith("."))
+    found = sorted(
+        child for child in indexes.iterdir()
+        if child.is_dir() and not child.name.startswith(".") and any((m / "manifest.json").is_file() for m in child.iterdir() if m.is_dir())
+    )
+    if not found:
+        raise FileNotFoundError(f"No index under {indexes}. {hint}")
+    return found

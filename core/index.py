@@ -25,6 +25,7 @@ INDEX_FILE = "index.faiss"
 EMBEDDINGS_FILE = "embeddings.npy"
 METADATA_FILE = "metadata.parquet"
 MANIFEST_FILE = "manifest.json"
+CORPUS_FILE = "corpus.json"  # beside the model folders: the fingerprint of the corpus last embedded
 INDEX_TYPES = ("flat", "ivf", "hnsw", "auto")
 
 # With index type "auto", corpora up to this many vectors get an exact IndexFlatIP.
@@ -179,9 +180,11 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def rebuild_command(corpus_root: str | None, model: str) -> str:
+def rebuild_command(corpus_root: str | None, model: str, model_dir: Path | None = None) -> str:
+    """Return the embed command that rebuilds a model's index in the same indexes root."""
     root = corpus_root or "PATH/TO/CORPUS"
-    return f"python -m core embed --corpus {root} --models {model}"
+    out = f" --out {Path(model_dir).parent.parent}" if model_dir is not None else ""
+    return f"python -m core embed --corpus {root} --models {model}{out}"
 
 
 def read_manifest(model_dir: Path) -> dict:
@@ -192,10 +195,15 @@ def read_manifest(model_dir: Path) -> dict:
             f"No index at {model_dir}: {MANIFEST_FILE} is missing. Build it with "
             f"`{rebuild_command(None, Path(model_dir).name)}`."
         )
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise StaleIndexError(
+            f"Cannot read {path} ({error}). Rebuild the index with `{rebuild_command(None, Path(model_dir).name, model_dir)}`."
+        ) from error
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
-        command = rebuild_command(manifest.get("corpus", {}).get("root"), manifest.get("model", Path(model_dir).name))
+        command = rebuild_command(manifest.get("corpus", {}).get("root"), manifest.get("model", Path(model_dir).name), model_dir)
         raise StaleIndexError(
             f"Index at {model_dir} has schema version {version}, this code reads version {SCHEMA_VERSION}. "
             f"Rebuild it with `{command}`."
@@ -209,7 +217,7 @@ def load_model_index(model_dir: Path, mmap: bool = False, expected_fingerprint: 
     manifest = read_manifest(model_dir)
     fingerprint = manifest["corpus"]["fingerprint"]
     if expected_fingerprint is not None and fingerprint != expected_fingerprint:
-        command = rebuild_command(manifest["corpus"].get("root"), manifest["model"])
+        command = rebuild_command(manifest["corpus"].get("root"), manifest["model"], model_dir)
         raise StaleIndexError(
             f"Index at {model_dir} was built from another version of corpus {manifest['corpus']['name']!r} "
             f"(fingerprint {fingerprint[:12]}, expected {expected_fingerprint[:12]}). Rebuild it with `{command}`."
@@ -222,7 +230,7 @@ def load_model_index(model_dir: Path, mmap: bool = False, expected_fingerprint: 
         raise StaleIndexError(
             f"Index at {model_dir} is inconsistent: {index.ntotal} vectors, {len(embeddings)} embeddings, "
             f"{len(metadata)} metadata rows, manifest count {manifest['count']}. "
-            f"Rebuild it with `{rebuild_command(manifest['corpus'].get('root'), manifest['model'])}`."
+            f"Rebuild it with `{rebuild_command(manifest['corpus'].get('root'), manifest['model'], model_dir)}`."
         )
     if manifest.get("index", {}).get("type") == "ivf":
         faiss.extract_index_ivf(index).nprobe = manifest["index"]["params"]["nprobe"]
@@ -243,7 +251,8 @@ def load_corpus_indexes(corpus_dir: Path, mmap: bool = False) -> tuple[dict[str,
     """Load every model of a corpus folder that agrees with the others.
 
     Returns the loaded indexes by model name and, for each model that could not be used, the reason.
-    When models disagree on the corpus fingerprint, the fingerprint of the newest build wins.
+    The expected corpus fingerprint is the one `embed` last wrote to corpus.json; without that
+    file, the fingerprint most models share wins, then the newest build's.
     """
     manifests: dict[str, dict] = {}
     problems: dict[str, str] = {}
@@ -254,8 +263,7 @@ def load_corpus_indexes(corpus_dir: Path, mmap: bool = False) -> tuple[dict[str,
             problems[model_dir.name] = str(error)
     if not manifests:
         return {}, problems
-    newest = max(manifests.values(), key=lambda m: m.get("created", ""))
-    expected = newest["corpus"]["fingerprint"]
+    expected = expected_corpus_fingerprint(Path(corpus_dir), list(manifests.values()))
     loaded: dict[str, ModelIndex] = {}
     for name in manifests:
         try:
@@ -263,3 +271,18 @@ def load_corpus_indexes(corpus_dir: Path, mmap: bool = False) -> tuple[dict[str,
         except (StaleIndexError, OSError, RuntimeError) as error:
             problems[name] = str(error)
     return loaded, problems
+
+
+def expected_corpus_fingerprint(corpus_dir: Path, manifests: list[dict]) -> str:
+    """Return the corpus fingerprint that every model of a corpus folder must carry."""
+    corpus_file = corpus_dir / CORPUS_FILE
+    if corpus_file.is_file():
+        try:
+            return json.loads(corpus_file.read_text(encoding="utf-8"))["fingerprint"]
+        except (OSError, ValueError, KeyError) as error:
+            logger.warning("Ignored %s (%s); comparing the models' manifests instead.", corpus_file, error)
+    counts: dict[str, int] = {}
+    for manifest in manifests:
+        counts[manifest["corpus"]["fingerprint"]] = counts.get(manifest["corpus"]["fingerprint"], 0) + 1
+    newest = max(manifests, key=lambda m: m.get("created", ""))["corpus"]["fingerprint"]
+    return max(counts, key=lambda fingerprint: (counts[fingerprint], fingerprint == newest))

@@ -177,3 +177,26 @@ def test_label_sets_share_one_table(corpus_dir, tmp_path):
     assert (out / "summary_fake-a-curated.json").is_file()
     assert "curated labels" in build_report(out, label_set="curated")
     assert "Labels: curated." in build_report(out, label_set="curated")
+
+
+def test_evaluate_without_labels_still_writes(tmp_path):
+    X, metadata = clustered_corpus(30)
+    for column in ("type", "type_group", "school", "timeframe", "style", "type_source"):
+        metadata[column] = ""
+    metadata["year"] = pd.array([None] * 30, dtype="Int64")
+    manifest = {
+        "model": "fake-a", "weights": {"source": "test", "sha256": "ab" * 32}, "preprocess": {"resize_mode": "center_crop"},
+        "has_text_tower": False, "corpus": {"name": "bare", "root": "/bare", "fingerprint": "c" * 64},
+    }
+    write_model_index(tmp_path / "indexes" / "bare" / "fake-a", X, metadata, manifest)
+    summaries = evaluate_corpus(tmp_path / "indexes" / "bare", tmp_path / "results", EvaluateConfig(n_boot=10, texture_sample=0))
+    assert summaries["fake-a"]["h2_gap_err_p@10"]["pooled"] is None
+
+
+def test_evaluate_empty_folder_names_command(tmp_path):
+    from core.evaluate import corpus_dirs
+
+    with pytest.raises(FileNotFoundError, match="python -m core embed"):
+        corpus_dirs(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        corpus_dirs(tmp_path / "missing")

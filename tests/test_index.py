@@ -147,3 +147,22 @@ def test_unknown_id_names_the_id(tmp_path):
     searcher = Searcher(load_model_index(tmp_path / "fake"))
     with pytest.raises(KeyError, match="nope.jpg"):
         searcher.by_id("nope.jpg", k=3)
+
+
+def test_corpus_file_decides_stale_model(tmp_path):
+    write_model_index(tmp_path / "a", unit_vectors(5, 4), metadata_for(5), {**manifest_for("1" * 64), "model": "a"})
+    # b is the newest build but carries another corpus fingerprint, as a tampered manifest would.
+    write_model_index(tmp_path / "b", unit_vectors(5, 4), metadata_for(5), {**manifest_for("2" * 64), "model": "b"})
+    (tmp_path / "corpus.json").write_text(json.dumps({"fingerprint": "1" * 64}))
+    loaded, problems = load_corpus_indexes(tmp_path)
+    assert list(loaded) == ["a"]
+    assert "--models b" in problems["b"]
+
+
+def test_unreadable_manifest_names_file(tmp_path):
+    write_model_index(tmp_path / "toy" / "fake", unit_vectors(5, 4), metadata_for(5), manifest_for())
+    (tmp_path / "toy" / "fake" / "manifest.json").write_text("{not json")
+    with pytest.raises(StaleIndexError, match="manifest.json"):
+        load_model_index(tmp_path / "toy" / "fake")
+    _, problems = load_corpus_indexes(tmp_path / "toy")
+    assert "--out" in problems["fake"]

@@ -210,7 +210,13 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Any]:
 
         state_dict = load_file(str(path), device="cpu")
     else:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many types for a file that is not a checkpoint
+            raise ValueError(
+                f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error}). "
+                "Pass a file saved with torch.save(model.state_dict(), path) or a .safetensors file."
+            ) from error
     for key in ("state_dict", "model"):
         if isinstance(state_dict, dict) and isinstance(state_dict.get(key), dict):
             state_dict = state_dict[key]
