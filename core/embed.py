@@ -146,6 +146,8 @@ def cache_folder(out: Path, encoder: Encoder) -> Path:
     return Path(out) / CACHE_DIR / f"{_folder_name(encoder.name)}-{encoder.fingerprint[:16]}{suffix}"
 
 
+# NOTE: a vector already in the cache is reused without decoding its image again, so lowering
+# --max-megapixels later does not reject images that an earlier run accepted.
 def encode_missing(
     encoder: Encoder, paths: list[str], hashes: list[str], cache: VectorCache, config: EmbedConfig, run: ModelRun
 ) -> dict[int, str]:

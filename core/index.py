@@ -139,6 +139,7 @@ def write_model_index(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; the app may run as another user
     try:
         faiss.write_index(index, str(staging / INDEX_FILE))
         np.save(staging / EMBEDDINGS_FILE, np.ascontiguousarray(embeddings, dtype=np.float32))
@@ -174,6 +175,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; reports are read by other users
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -19,6 +19,7 @@ def write_table(table: pd.DataFrame, out_dir: Path, name: str) -> Path:
         os.close(handle)
         try:
             write(table, temporary)
+            os.chmod(temporary, 0o644)  # mkstemp makes it private; the app may run as another user
             os.replace(temporary, out_dir / f"{name}{suffix}")
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
