@@ -405,6 +405,9 @@ class ModelAnswer:
     level: str = "info"  # "info" (expected, e.g. no text tower) or "warning" (something failed)
 
 
+SEARCH_PARAMS_WARNING_KEY = "search_params_invalid"
+
+
 def search_params_to_state(params: Mapping[str, str | list[str]], models: Sequence[str], filter_options: Mapping[str, Sequence[str]]) -> dict:
     """Translate URL query parameters into Search widget values, dropping invalid values.
 
@@ -448,13 +451,41 @@ def search_state_to_params(query: Query | None, models: Sequence[str], k: int, f
     return params
 
 
-def apply_search_params(models: Sequence[str], filter_options: Mapping[str, Sequence[str]]) -> None:
-    """On the first run of the Search page in a session, set its widgets from the URL."""
+def invalid_search_params(
+    params: Mapping[str, str | list[str]], state: Mapping, corpus_ids: set[str], k_range: tuple[int, int] = None
+) -> list[str]:
+    """Describe the URL parameters that `search_params_to_state` dropped or changed, for a warning."""
+    k_range = k_range or K_RANGE
+    problems = []
+    for key, value in params.items():
+        text = value[-1] if isinstance(value, list) and value else str(value or "")
+        if key == "query":
+            corpus_id = state.get("search_painting")
+            if "search_mode" not in state:
+                problems.append(f"query={text!r} (expected id:<corpus id> or text:<words>)")
+            elif corpus_id is not None and corpus_id not in corpus_ids:
+                problems.append(f"query={text!r} (no painting with that id in this corpus)")
+        elif key == "models" and "search_models" not in state:
+            problems.append(f"models={text!r} (none of them is built)")
+        elif key == "k" and (not text.isdigit() or not k_range[0] <= int(text) <= k_range[1]):
+            problems.append(f"k={text!r} (expected {k_range[0]} to {k_range[1]})")
+        elif key in FILTER_COLUMNS and f"search_filter_{key}" not in state:
+            problems.append(f"{key}={text!r} (no such value in this corpus)")
+    return problems
+
+
+def apply_search_params(models: Sequence[str], filter_options: Mapping[str, Sequence[str]], corpus_ids: set[str] = frozenset()) -> None:
+    """On the first run of the Search page in a session, set its widgets from the URL.
+
+    Parameters that cannot be used are listed under SEARCH_PARAMS_WARNING_KEY for the page to show.
+    """
     if st.session_state.get("search_params_applied"):
         return
     st.session_state["search_params_applied"] = True
     params = {key: st.query_params.get_all(key) for key in st.query_params.keys()}
-    for key, value in search_params_to_state(params, models, filter_options).items():
+    state = search_params_to_state(params, models, filter_options)
+    st.session_state[SEARCH_PARAMS_WARNING_KEY] = invalid_search_params(params, state, set(corpus_ids))
+    for key, value in state.items():
         st.session_state[key] = value
 
 

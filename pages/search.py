@@ -103,9 +103,11 @@ corpus = ui.require_corpus()
 indexes = ui.require_indexes(corpus)
 metadata = ui.load_corpus_table(corpus)
 options = ui.filter_options(metadata)
-ui.apply_search_params(list(indexes), options)
+ui.apply_search_params(list(indexes), options, set(metadata["id"]))
 
 st.title("Search")
+if st.session_state.get(ui.SEARCH_PARAMS_WARNING_KEY):
+    st.warning("The link's " + "; ".join(st.session_state.pop(ui.SEARCH_PARAMS_WARNING_KEY)) + " could not be used; the defaults apply.")
 models, k, filters = options_ui(list(indexes), options)
 mode = st.radio("Query by", ui.SEARCH_MODES, format_func=ui.MODE_LABELS.get, horizontal=True, key="search_mode")
 if mode == "painting":

@@ -318,6 +318,15 @@ def test_query_params_ignore_invalid_values():
     assert params == {"query": "text:a saint", "models": "clip-vit-b-32", "k": "5", "type": "religious"}
 
 
+def test_invalid_link_params_warned(app_env):
+    at = run_app(query_params={"query": "id:doesnotexist", "models": "nonsense", "k": "-5"})
+    warnings = " ".join(w.value for w in at.warning)
+    assert "query='id:doesnotexist' (no painting with that id in this corpus)" in warnings
+    assert "models='nonsense'" in warnings
+    assert "k='-5'" in warnings
+    assert not at.exception
+
+
 def test_filters_restrict_results(app_env):
     at = run_app(query_params={"query": f"id:{QUERY_ID}", "models": "effnet-lite0,clip-vit-b-32", "school": "Dutch"})
     index = load_model_index(app_env.indexes / app_fixtures.CORPUS / "effnet-lite0")
