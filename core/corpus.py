@@ -427,7 +427,21 @@ def read_csv(path: Path, encoding: str | None = None) -> tuple[pd.DataFrame, str
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise CorpusError(f"Cannot parse {path} as a {delimiter!r}-separated table: {error}") from error
     frame.columns = [str(column).strip() for column in frame.columns]
+    _warn_short_rows(path, text, delimiter, len(frame.columns))
     return frame, note
+
+
+def _warn_short_rows(path: Path, text: str, delimiter: str, n_columns: int) -> None:
+    """Log the rows that have fewer fields than the header, whose missing cells read as empty."""
+    short = [
+        line for line, fields in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), start=1)
+        if line > 1 and fields and len(fields) < n_columns
+    ]
+    if short:
+        logger.warning(
+            "%s: %d rows have fewer than the header's %d fields (lines %s); their missing cells are read as empty.",
+            path.name, len(short), n_columns, ", ".join(map(str, short[:5])) + (", ..." if len(short) > 5 else ""),
+        )
 
 
 def _alias_key(name: str) -> str:

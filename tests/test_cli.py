@@ -47,3 +47,17 @@ def test_non_checkpoint_weights_named(tmp_path, capsys):
     (tmp_path / "notes.pt").write_text("root:x:0:0:root:/root:/bin/bash\n")
     with pytest.raises(ValueError, match="notes.pt is not a readable PyTorch checkpoint"):
         load_state_dict_file(tmp_path / "notes.pt")
+
+
+def test_short_csv_rows_warned(tmp_path, caplog):
+    from PIL import Image
+
+    from core.corpus import load_corpus
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
+    (tmp_path / "labels.csv").write_text("image,title,artist,type\na.png,Venus\nb.png,Flowers,Ruysch,still-life\n")
+    with caplog.at_level("WARNING"):
+        corpus = load_corpus(tmp_path)
+    assert len(corpus.table) == 2
+    assert "1 rows have fewer than the header's 4 fields (lines 2)" in caplog.text
