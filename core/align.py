@@ -38,7 +38,7 @@ from core.encoders.aligned import (
     aligned_name,
     default_models_dir,
 )
-from core.index import ModelIndex, load_model_index, replace_dir, write_json_atomic
+from core.index import ModelIndex, load_model_index, model_folder_name, replace_dir, write_json_atomic
 from core.metrics.retrieval import text_to_image
 
 logger = logging.getLogger(__name__)
@@ -571,7 +571,7 @@ def train_text_tower(
 
 def _train_text_tower(corpus_dir: Path, image_model: str, text_model: str, config: AlignConfig, text_encoder) -> AlignResult:
     started = time.perf_counter()
-    model_index = load_model_index(corpus_dir / image_model.replace("/", "_").replace(":", "_"))
+    model_index = load_model_index(corpus_dir / model_folder_name(image_model))
     if model_index.manifest.get("has_text_tower"):
         logger.warning("%s has its own text tower; the trained one replaces nothing in it.", image_model)
     if text_encoder is None:

@@ -24,7 +24,14 @@ from core.corpus import Corpus, corpus_fingerprint
 from core.encoders import create_encoder, default_weights
 from core.encoders.base import Encoder
 from core.images import DEFAULT_MAX_MEGAPIXELS, ImageDecodeError, file_sha256, load_image
-from core.index import CORPUS_FILE, IndexConfig, write_json_atomic, write_model_index, write_text_atomic
+from core.index import (
+    CORPUS_FILE,
+    IndexConfig,
+    model_folder_name,
+    write_json_atomic,
+    write_model_index,
+    write_text_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +150,7 @@ class VectorCache:
 def cache_folder(out: Path, encoder: Encoder) -> Path:
     """Return the cache folder of an encoder; CUDA autocast vectors are kept apart from CPU ones."""
     suffix = "-cuda" if encoder.device.type == "cuda" else ""
-    return Path(out) / CACHE_DIR / f"{_folder_name(encoder.name)}-{encoder.fingerprint[:16]}{suffix}"
+    return Path(out) / CACHE_DIR / f"{model_folder_name(encoder.name)}-{encoder.fingerprint[:16]}{suffix}"
 
 
 # NOTE: a vector already in the cache is reused without decoding its image again, so lowering
@@ -160,6 +167,7 @@ def encode_missing(
     run.copies = len(hashes) - run.cached - len(todo)
     if not todo:
         return {}
+
     rows = list(todo.values())
     dataset = _ImageDataset([paths[row] for row in rows], encoder.preprocess, config.max_megapixels)
     loader = DataLoader(
@@ -170,6 +178,7 @@ def encode_missing(
         pin_memory=encoder.device.type == "cuda",
         persistent_workers=False,
     )
+
     failures: dict[int, str] = {}
     progress = tqdm(total=len(rows), desc=f"embed {encoder.name}", unit="img", smoothing=0.1)
     for positions, batch, failed in loader:
@@ -182,6 +191,7 @@ def encode_missing(
             if cache.pending >= config.chunk_size:
                 cache.flush()
         progress.update(len(positions) + len(failed))
+
     progress.close()
     cache.flush()
     return failures
@@ -276,14 +286,10 @@ def embed_model(
         "device": str(device),
         "timings_s": run.timings_s,
     }
-    run.index_dir = config.out / corpus.name / _folder_name(encoder.name)
+    run.index_dir = config.out / corpus.name / model_folder_name(encoder.name)
     write_model_index(run.index_dir, embeddings, table.iloc[keep], manifest, config.index)
     run.timings_s["write"] = time.perf_counter() - started
     return run
-
-
-def _folder_name(model: str) -> str:
-    return model.replace("/", "_").replace(":", "_")
 
 
 def run_embed(corpus: Corpus, config: EmbedConfig) -> list[ModelRun]:
@@ -302,9 +308,9 @@ def run_embed(corpus: Corpus, config: EmbedConfig) -> list[ModelRun]:
                 corpus.report.add_unreadable(corpus_id, reason)
     if config.shard is None:
         corpus_dir = config.out / corpus.name
-        kept = ~corpus.table["id"].isin({item[0] for item in corpus.report.unreadable})
+        readable = ~corpus.table["id"].isin({item[0] for item in corpus.report.unreadable})
         corpus_dir.mkdir(parents=True, exist_ok=True)
-        corpus.table[kept].reset_index(drop=True).to_parquet(corpus_dir / "corpus.parquet", index=False)
+        corpus.table[readable].reset_index(drop=True).to_parquet(corpus_dir / "corpus.parquet", index=False)
         write_json_atomic(corpus_dir / "validation.json", corpus.report.to_dict())
         write_json_atomic(corpus_dir / CORPUS_FILE, {"name": corpus.name, "root": str(corpus.root), "fingerprint": fingerprint})
         write_text_atomic(corpus_dir / "validation.md", corpus.report.to_markdown())

@@ -18,11 +18,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from core.align import SPLIT_FILE, load_text_split
 from core.corpus import timeframe_from_year
 from core.encoders import create_encoder, default_weights
 from core.encoders.base import Encoder
 from core.images import ImageDecodeError, load_image
-from core.index import ModelIndex, load_corpus_indexes, write_json_atomic
+from core.index import ModelIndex, load_corpus_indexes, model_folder_name, write_json_atomic
 from core.metrics import (
     aggregate_by_type,
     bootstrap_ci,
@@ -95,9 +96,13 @@ def prepare_labels(metadata: pd.DataFrame, config: EvaluateConfig) -> pd.DataFra
 
 
 def with_footer(table: pd.DataFrame, footer: dict) -> pd.DataFrame:
+    """Return the table with the footer's columns: model first, the others at the end."""
     table = table.copy()
     for key, value in footer.items():
-        table.insert(0, key, value) if key == "model" else table.__setitem__(key, value)
+        if key == "model":
+            table.insert(0, key, value)
+        else:
+            table[key] = value
     return table
 
 
@@ -199,22 +204,22 @@ def evaluate_texture(data: ModelData, labels: pd.DataFrame, config: EvaluateConf
     metadata = data.index.metadata
     rng = np.random.default_rng(config.seed)
     sample = np.sort(rng.choice(len(X), size=min(config.texture_sample, len(X)), replace=False))
-    tensors, kept = [], []
+    tensors, decoded = [], []
     for row in sample:
         try:
             tensors.append(data.encoder.preprocess(load_image(metadata["image_path"].iat[row])))
-            kept.append(row)
+            decoded.append(row)
         except (ImageDecodeError, OSError) as error:
             logger.warning("H3 sample: skipped %s: %s", metadata["id"].iat[row], error)
     batch = torch.stack(tensors)  # (s, 3, H, W), normalised by the model's mean and std
-    kept = np.array(kept)  # sampled rows whose image decoded
+    decoded = np.array(decoded)  # sampled rows whose image decoded
     mean, std = data.encoder.preprocess_config.mean, data.encoder.preprocess_config.std
     results = {}
     for name in tqdm(PERTURBATIONS, desc=f"H3 {data.name}", unit="perturbation", leave=False):
-        X_pert = encode_perturbed(data.encoder, batch, tuple(kept), name, mean, std, config.seed)
-        results[name] = texture_metrics(X[kept], X_pert, X, kept, labels["type"].to_numpy(dtype=object))
+        X_pert = encode_perturbed(data.encoder, batch, tuple(decoded), name, mean, std, config.seed)
+        results[name] = texture_metrics(X[decoded], X_pert, X, decoded, labels["type"].to_numpy(dtype=object))
     table = texture_table(results, split=config.split, n_boot=config.n_boot, seed=config.seed)
-    table = pd.concat([table, random_pair_rows(X, kept, config)], ignore_index=True)
+    table = pd.concat([table, random_pair_rows(X, decoded, config)], ignore_index=True)
     return with_footer(table, data.footer)
 
 
@@ -308,10 +313,9 @@ def load_models(corpus_dir: Path, config: EvaluateConfig) -> list[ModelData]:
 
 def text_pool(corpus_dir: Path, metadata: pd.DataFrame) -> tuple[np.ndarray, str]:
     """Return the candidate rows of the text metrics: the held-out split when one exists."""
-    split_path = Path(corpus_dir) / "text_split.parquet"
-    if not split_path.is_file():
+    if not (Path(corpus_dir) / SPLIT_FILE).is_file():
         return np.arange(len(metadata)), "all"
-    split = pd.read_parquet(split_path)
+    split = load_text_split(corpus_dir)
     test_ids = set(split.loc[split["split"] == "test", "id"])
     return np.flatnonzero(metadata["id"].isin(test_ids).to_numpy()), "test"
 
@@ -357,7 +361,7 @@ def evaluate_corpus(corpus_dir: Path, out_dir: Path, config: EvaluateConfig) -> 
         write_label_set(paired, out_dir, "h2_paired", config.label_set)
     for name, summary in summaries.items():
         suffix = "" if config.label_set == "all" else f"-{config.label_set}"
-        write_json_atomic(out_dir / f"summary_{name.replace('/', '_').replace(':', '_')}{suffix}.json", summary)
+        write_json_atomic(out_dir / f"summary_{model_folder_name(name)}{suffix}.json", summary)
     logger.info("Evaluated %d models in %.1f s", len(models), time.perf_counter() - started)
     return summaries
 

@@ -61,6 +61,11 @@ class IndexConfig:
         return "ivf" if n <= AUTO_IVF_MAX else "hnsw"
 
 
+def model_folder_name(model: str) -> str:
+    """Return the folder name of a model's artefacts: open_clip names carry "/" and ":"."""
+    return model.replace("/", "_").replace(":", "_")
+
+
 def build_index(xb: np.ndarray, config: IndexConfig | None = None) -> tuple[faiss.Index, dict]:
     """Build an inner-product index over unit vectors xb (n, d); return it and its parameters."""
     config = config or IndexConfig()

@@ -34,8 +34,8 @@ def write_label_set(table: pd.DataFrame, out_dir: Path, name: str, label_set: st
     """
     existing = read_table(out_dir, name)
     if existing is not None and "label_set" in existing.columns:
-        kept = existing[existing["label_set"].astype(str) != label_set]
-        table = pd.concat([kept, table], ignore_index=True)
+        other_sets = existing[existing["label_set"].astype(str) != label_set]
+        table = pd.concat([other_sets, table], ignore_index=True)
     return write_table(table, out_dir, name)
 
 

@@ -216,20 +216,14 @@ class AlignedEncoder(Encoder):
 
     def _check_base_models(self) -> None:
         """Raise when a base model differs from the one the heads were trained on."""
-        image_sha = self.image_encoder.weights_sha256
-        if image_sha != self.config["image_weights_sha256"]:
-            raise ValueError(
-                f"{self.name}: the heads were trained on {self.config['image_model']} weights with SHA-256 "
-                f"{self.config['image_weights_sha256'][:12]}, but the loaded weights have {image_sha[:12]}. "
-                f"Retrain with `{train_command(self.config['image_model'], self.config['text_model'])}`."
-            )
-        text_sha = self.text_encoder.weights_sha256
-        if text_sha != self.config["text_weights_sha256"]:
-            raise ValueError(
-                f"{self.name}: the heads were trained on {self.config['text_model']} weights with SHA-256 "
-                f"{self.config['text_weights_sha256'][:12]}, but the loaded weights have {text_sha[:12]}. "
-                f"Retrain with `{train_command(self.config['image_model'], self.config['text_model'])}`."
-            )
+        for tower, encoder in (("image", self.image_encoder), ("text", self.text_encoder)):
+            trained_sha = self.config[f"{tower}_weights_sha256"]
+            if encoder.weights_sha256 != trained_sha:
+                raise ValueError(
+                    f"{self.name}: the heads were trained on {self.config[f'{tower}_model']} weights with SHA-256 "
+                    f"{trained_sha[:12]}, but the loaded weights have {encoder.weights_sha256[:12]}. "
+                    f"Retrain with `{train_command(self.config['image_model'], self.config['text_model'])}`."
+                )
         if self.image_encoder.fingerprint != self.config["image_model_fingerprint"]:
             logger.warning(
                 "%s: the image preprocessing differs from the one the heads were trained with "
