@@ -384,7 +384,7 @@ FINDER_LIMIT = 200  # paintings listed by the finder at once, so typing narrows 
 
 @dataclass
 class Query:
-    """What the user asked the models."""
+    """A user's query to the models: a corpus painting, a text or an uploaded image."""
 
     kind: str  # one of SEARCH_MODES
     label: str  # the painting's title, the text or the file name
@@ -1101,7 +1101,7 @@ def group_figure(rows: pd.DataFrame, metric: str) -> go.Figure:
 
 
 def gap_figure(rows: pd.DataFrame, metric: str) -> go.Figure:
-    """The gap factor per model with its interval, the no-gap line and the reference study's range."""
+    """Build the figure of the gap factor per model with its interval, the no-gap line and the reference study's range."""
     models = sort_models(rows["model"].unique())
     part = rows.set_index("model").reindex(models).reset_index()
     fig = go.Figure(go.Bar(

@@ -61,7 +61,7 @@ def add_corpus_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--corpus", required=True, type=Path, help="corpus folder, or a manifest CSV file")
     group.add_argument("--name", help="corpus name used for indexes/<name>/ (default: the folder name)")
     group.add_argument("--layout", choices=("manifest", "semart", "folders"), help="force a corpus layout instead of detecting it")
-    group.add_argument("--manifest", help="manifest CSV file name when the folder holds several")
+    group.add_argument("--manifest", help="manifest CSV file name when the folder contains several")
     group.add_argument(
         "--column", action="append", type=_key_value, default=[], metavar="FIELD=COLUMN",
         help="name the source column of a field, e.g. --column image=IMAGE_FILE --column type=TYPE (repeatable)",

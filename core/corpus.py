@@ -78,7 +78,7 @@ class CorpusOptions:
     """How to read a corpus. The defaults detect everything."""
 
     layout: str | None = None  # "manifest", "semart" or "folders"; None detects it
-    manifest: str | os.PathLike | None = None  # the CSV to read when a folder holds several
+    manifest: str | os.PathLike | None = None  # the CSV to read when a folder contains several
     columns: dict[str, str | None] = field(default_factory=dict)  # canonical field -> source column (None: ignore)
     encoding: str | None = None  # CSV encoding; None detects utf-8, cp1252 or cp850
     class_attribute: str = "type"  # field the folder name fills in the folders layout
@@ -91,7 +91,7 @@ class CorpusOptions:
 
 @dataclass
 class ValidationReport:
-    """What loading found wrong with a corpus, each problem listed."""
+    """Problems found while loading a corpus, each one listed."""
 
     source: str = ""  # the files or folder read
     rows_read: int = 0  # rows (or image files) in the source before validation
@@ -583,7 +583,7 @@ def _build_table(raw: pd.DataFrame, mapping: dict[str, str], root: Path, image_f
 
     images = column("image")
     if images.str.match(_URL).any():
-        logger.info("Image column %r holds URLs: looking for each file at its URL path under %s",
+        logger.info("Image column %r contains URLs: looking for each file at its URL path under %s",
                     mapping["image"], root)
     relative = [_relative_image(value, image_folder) for value in images]
     ids, paths = zip(*(_id_and_path(value, root, at) for at, value in enumerate(relative))) if relative else ((), ())

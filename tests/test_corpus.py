@@ -67,24 +67,29 @@ def test_manifest_table_columns_and_values(manifest_corpus, caplog):
     assert "utf-8" in caplog.text  # the encoding used is logged
 
     assert isinstance(corpus, Corpus)
-    assert corpus.layout == "manifest" and corpus.name == manifest_corpus.name
+    assert corpus.layout == "manifest"
+    assert corpus.name == manifest_corpus.name
     table = corpus.table
     expected_columns = TABLE_COLUMNS[:10] + ["timeframe_source"] + TABLE_COLUMNS[10:]
     assert list(table.columns[: len(expected_columns)]) == expected_columns
     assert table["id"].tolist() == ["img/a.jpg", "img/b.png", "img/c.png"]
     assert table["image_path"].tolist() == [str(manifest_corpus / "img" / n) for n in ("a.jpg", "b.png", "c.png")]
     assert str(table["year"].dtype) == "Int64"
-    assert table["year"].tolist()[:2] == [1650, 1640] and pd.isna(table["year"].iloc[2])
+    assert table["year"].tolist()[:2] == [1650, 1640]
+    assert pd.isna(table["year"].iloc[2])
     assert table["type"].tolist() == ["genre", "still-life", ""]
     assert table["type_group"].tolist() == ["additive", "additive", ""]
     assert table["artist_id"].tolist() == ["adriaen-brouwer", "rachel-ruysch", ""]
-    assert table["timeframe"].tolist() == ["", "", ""] and table["style"].tolist() == ["", "", ""]
+    assert table["timeframe"].tolist() == ["", "", ""]
+    assert table["style"].tolist() == ["", "", ""]
     assert table["orig:Technique"].tolist() == ["Oil on wood", "Oil on canvas", ""]
     assert table["orig:Date"].tolist() == ["c. 1650", "1640-45", ""]
 
     report = corpus.report
-    assert report.found_columns["image"] == "IMAGE_FILE" and report.found_columns["artist"] == "Author"
-    assert "timeframe" in report.missing_columns and "artist_id" not in report.missing_columns
+    assert report.found_columns["image"] == "IMAGE_FILE"
+    assert report.found_columns["artist"] == "Author"
+    assert "timeframe" in report.missing_columns
+    assert "artist_id" not in report.missing_columns
     assert report.summary() == "3 rows, 0 skipped (0 missing files, 0 duplicate ids, 0 unreadable)"
 
 
@@ -122,7 +127,8 @@ def test_explicit_column_mapping(tmp_path):
     with pytest.raises(CorpusError) as info:
         load_corpus(tmp_path / "m.csv", CorpusOptions(columns={"image": "pic", "artist": "painter_name"}))
     message = str(info.value)
-    assert "painter_name" in message and "pic, who, author, kind" in message
+    assert "painter_name" in message
+    assert "pic, who, author, kind" in message
 
     with pytest.raises(CorpusError, match="valid fields are image, title"):
         load_corpus(tmp_path / "m.csv", CorpusOptions(columns={"painting": "pic"}))
@@ -133,9 +139,12 @@ def test_missing_image_column_error(tmp_path):
     with pytest.raises(CorpusError) as info:
         load_corpus(tmp_path / "m.csv")
     message = str(info.value)
-    assert "no image column" in message and "image_file" in message and "jpg_link" in message
+    assert "no image column" in message
+    assert "image_file" in message
+    assert "jpg_link" in message
     assert "columns found: picture_name, artist" in message
-    assert "columns={'image': NAME}" in message and "--column image=NAME" in message
+    assert "columns={'image': NAME}" in message
+    assert "--column image=NAME" in message
     # Loading the folder with the layout forced gives the same explanation.
     with pytest.raises(CorpusError, match="no image column"):
         load_corpus(tmp_path, CorpusOptions(layout="manifest"))
@@ -157,9 +166,12 @@ def test_missing_files_and_duplicate_ids_are_reported(tmp_path):
     assert report.summary() == "2 rows, 3 skipped (2 missing files, 1 duplicate ids, 0 unreadable)"
 
     as_dict = report.to_dict()
-    assert as_dict["duplicate_ids"] == ["a.png"] and as_dict["missing_files"][0]["id"] == "gone.png"
+    assert as_dict["duplicate_ids"] == ["a.png"]
+    assert as_dict["missing_files"][0]["id"] == "gone.png"
     markdown = report.to_markdown()
-    assert "## Missing files (2)" in markdown and "gone.png" in markdown and "## Duplicate ids" in markdown
+    assert "## Missing files (2)" in markdown
+    assert "gone.png" in markdown
+    assert "## Duplicate ids" in markdown
 
     report.add_unreadable("b.png", "cannot decode")
     assert report.summary() == "1 rows, 4 skipped (2 missing files, 1 duplicate ids, 1 unreadable)"
@@ -189,7 +201,8 @@ def test_check_images_reports_unreadable(tmp_path):
     assert len(load_corpus(tmp_path).table) == 2  # not decoded by default
     corpus = load_corpus(tmp_path, CorpusOptions(check_images=True))
     assert corpus.table["id"].tolist() == ["good.png"]
-    assert corpus.report.unreadable[0][0] == "bad.jpg" and "not an image" in corpus.report.unreadable[0][1]
+    assert corpus.report.unreadable[0][0] == "bad.jpg"
+    assert "not an image" in corpus.report.unreadable[0][1]
 
 
 def test_header_only_manifest_raises(tmp_path):
@@ -222,7 +235,8 @@ def test_timeframe_from_year():
     assert timeframe_from_year(1650) == "1601-1650"
     assert timeframe_from_year(1600) == "1551-1600"
     assert timeframe_from_year(1651) == "1651-1700"
-    assert timeframe_from_year(None) == "" and timeframe_from_year(pd.NA) == ""
+    assert timeframe_from_year(None) == ""
+    assert timeframe_from_year(pd.NA) == ""
 
 
 @pytest.mark.parametrize("text, year", [("c. 1650", 1650), ("1640-45", 1640), ("June 1889, Saint-Rémy", 1889),

@@ -35,7 +35,8 @@ def test_rgb_png_from_path(tmp_path):
     path = tmp_path / "red.png"
     Image.new("RGB", (8, 8), (255, 0, 0)).save(path)
     image = load_image(path)
-    assert image.mode == "RGB" and image.size == (8, 8)
+    assert image.mode == "RGB"
+    assert image.size == (8, 8)
     assert image.getpixel((3, 3)) == (255, 0, 0)
 
 
@@ -183,7 +184,8 @@ def test_bomb_guard_refuses_from_header(tmp_path):
     message = str(info.value)
     assert "100x50 = 0.01 megapixels" in message
     assert "limit of 0.004 megapixels" in message
-    assert "--max-megapixels" in message and MAX_MEGAPIXELS_ENV in message
+    assert "--max-megapixels" in message
+    assert MAX_MEGAPIXELS_ENV in message
     assert load_image(path, max_megapixels=0.005).size == (100, 50)
     assert load_image(path, max_megapixels=0).size == (100, 50)  # 0 switches the guard off
 

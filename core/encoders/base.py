@@ -14,7 +14,7 @@ from PIL import Image
 
 @dataclass
 class PreprocessConfig:
-    """How a PIL image becomes the model's input tensor."""
+    """The steps that turn a PIL image into the model's input tensor."""
 
     size: int = 224  # side of the square input, in pixels
     resize_mode: str = "center_crop"  # "center_crop" (resize the short side, crop) or "pad" (letterbox)
